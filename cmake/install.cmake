@@ -1,0 +1,19 @@
+# Installation: headers, both libraries, the CMake package and hakmem.pc.
+install(TARGETS hakmem hakmem_shared EXPORT hakmemTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hakmem)
+install(FILES libhak-core/include/hakmem.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hakmem)
+install(EXPORT hakmemTargets NAMESPACE hakmem::
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hakmem)
+configure_package_config_file(cmake/hakmemConfig.cmake.in
+  ${CMAKE_CURRENT_BINARY_DIR}/hakmemConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hakmem)
+write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/hakmemConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/hakmemConfig.cmake
+  ${CMAKE_CURRENT_BINARY_DIR}/hakmemConfigVersion.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hakmem)
+configure_file(cmake/hakmem.pc.in ${CMAKE_CURRENT_BINARY_DIR}/hakmem.pc @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/hakmem.pc
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

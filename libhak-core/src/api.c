@@ -1,0 +1,336 @@
+/* api.c - the public API: routing by size, and the C library's answers to
+ * every edge case.
+ *
+ * Routing (docs/ARCHITECTURE.md):
+ *   0 < size <= 1 KiB        tiny front (libhak-tiny), per-thread, lock-free
+ *   1 KiB < size <= 256 KiB  mid tier (mid.c), per-thread lists + shared slabs
+ *   larger                   large tier (large.c), one region per block
+ * free needs no size: the region header at (p & ~(4 MiB - 1)) names the tier.
+ */
+#include "core_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+int hak_initialized;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+
+/* ---- start-up, thread exit, fork, exit ---------------------------------- */
+
+static void on_thread_exit(void *arg) {
+  (void)arg;
+  hak_mid_thread_exit();
+}
+
+static void fork_prepare(void) {
+  hak_large_fork_prepare();
+  hak_mid_fork_prepare();
+  hak_tiny_fork_prepare();
+  hak_os_fork_prepare();
+}
+
+static void fork_parent(void) {
+  hak_os_fork_parent();
+  hak_tiny_fork_parent();
+  hak_mid_fork_parent();
+  hak_large_fork_parent();
+}
+
+static void fork_child(void) {
+  hak_os_fork_child();
+  hak_tiny_fork_child();
+  hak_mid_fork_child();
+  hak_large_fork_child();
+}
+
+static void init_once_body(void) {
+  if (HAK_GATE_ENV_CONFIG)
+    hak_config_load(&hak_config, NULL);
+  struct hak_os_config os = hak_os_default_config();
+  os.superslab_cache = hak_config.superslab_cache;
+  os.superslab_reserve = hak_config.superslab_reserve;
+  os.huge_cache_bytes = hak_config.huge_cache_mb << 20;
+  os.transparent_huge_pages = hak_config.thp;
+  hak_os_configure(&os);
+  struct hak_tiny_config tiny = {.dirty_slab_limit = hak_config.tiny_dirty_slabs};
+  hak_tiny_configure(&tiny);
+  pthread_key_create(&exit_key, on_thread_exit);
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  __atomic_store_n(&hak_initialized, 1, __ATOMIC_RELEASE);
+}
+
+void hak_init(void) { pthread_once(&init_once, init_once_body); }
+
+__attribute__((constructor)) static void hak_constructor(void) { hak_init(); }
+
+__attribute__((destructor)) static void hak_destructor(void) {
+  if (hak_config.stats != HAK_REPORT_OFF)
+    hak_stats_print();
+}
+
+/* Marks the thread as using the mid tier, so its cache is flushed at exit.
+ * pthread_setspecific may allocate: it is called after the block is taken. */
+static __thread int mid_registered __attribute__((tls_model("initial-exec")));
+static void register_thread(void) {
+  if (HAK_UNLIKELY(!mid_registered)) {
+    mid_registered = 1;
+    hak_ensure_init();
+    pthread_setspecific(exit_key, &mid_registered);
+  }
+}
+
+/* ---- misuse -------------------------------------------------------------- */
+
+void hak_misuse(const char *func, const char *what, const void *p) {
+  char msg[192];
+  int n = snprintf(msg, sizeof msg, "hakmem: %s(): %s: %p\n", func, what, p);
+  hak_os_write_stderr(msg, n > 0 ? (size_t)n : 0);
+  hak_os_abort();
+}
+
+/* ---- malloc ------------------------------------------------------------ */
+
+static HAK_COLD void *malloc_slow(size_t size) {
+  if (size == 0)
+    return hak_tiny_malloc(1);
+  hak_ensure_init();
+  if (size <= HAK_MID_MAX) {
+    register_thread();
+    return hak_mid_malloc(size);
+  }
+  bool zeroed;
+  return hak_large_malloc(size, 0, &zeroed);
+}
+
+void *hak_malloc(size_t size) {
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX)) /* 1..1024; 0 wraps */
+    return hak_tiny_malloc(size);
+  return malloc_slow(size);
+}
+
+/* ---- free ---------------------------------------------------------------- */
+
+static HAK_COLD void free_other(void *p, struct hak_region *r) {
+  if (p == NULL)
+    return;
+  if ((void *)r == p) { /* superslab-aligned: only over-aligned blocks */
+    hak_large_free(p);
+    return;
+  }
+  if (HAK_GATE_CHECKS && !hak_os_is_region(r))
+    hak_misuse("free", "invalid pointer (not from hakmem)", p);
+  switch (r->kind) {
+  case HAK_REGION_TINY:
+    hak_tiny_free(p);
+    return;
+  case HAK_REGION_MID:
+    hak_mid_free(p);
+    return;
+  case HAK_REGION_LARGE:
+  case HAK_REGION_HUGE:
+    hak_large_free(p);
+    return;
+  default:
+    hak_misuse("free", "invalid pointer or double free (region not in use)", p);
+  }
+}
+
+void hak_free(void *p) {
+  struct hak_region *r = hak_region_of(p);
+  /* The fast build trusts the pointer; the others first make sure that the
+   * header it masks to is one of hakmem's regions. */
+  if (HAK_LIKELY((void *)r != p && (!HAK_GATE_CHECKS || hak_os_is_region(r)) &&
+                 r->kind == HAK_REGION_TINY)) {
+    hak_tiny_free(p);
+    return;
+  }
+  free_other(p, r);
+}
+
+void hak_free_sized(void *p, size_t size) {
+  (void)size; /* the header knows; the size is not trusted */
+  hak_free(p);
+}
+
+/* ---- sizes --------------------------------------------------------------- */
+
+static size_t usable_size(const void *p, const char *func) {
+  struct hak_region *r = hak_region_of(p);
+  if ((const void *)r == p)
+    return hak_large_usable_size(p);
+  if (HAK_GATE_CHECKS && !hak_os_is_region(r))
+    hak_misuse(func, "invalid pointer (not from hakmem)", p);
+  switch (r->kind) {
+  case HAK_REGION_TINY:
+    return hak_tiny_usable_size(p);
+  case HAK_REGION_MID:
+    return hak_mid_usable_size(p);
+  case HAK_REGION_LARGE:
+  case HAK_REGION_HUGE:
+    return hak_large_usable_size(p);
+  default:
+    hak_misuse(func, "invalid pointer (region not in use)", p);
+  }
+}
+
+size_t hak_usable_size(const void *p) {
+  return p ? usable_size(p, "malloc_usable_size") : 0;
+}
+
+/* ---- calloc -------------------------------------------------------------- */
+
+void *hak_calloc(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (total > HAK_MID_MAX) {
+    /* Regions fresh from the kernel are already zero: skip the memset. */
+    hak_ensure_init();
+    bool zeroed;
+    void *p = hak_large_malloc(total, 0, &zeroed);
+    if (p && !zeroed)
+      memset(p, 0, total);
+    return p;
+  }
+  void *p = hak_malloc(total);
+  if (p)
+    memset(p, 0, total);
+  return p;
+}
+
+/* ---- realloc ------------------------------------------------------------- */
+
+void *hak_realloc(void *p, size_t size) {
+  if (p == NULL)
+    return hak_malloc(size);
+  if (size == 0) { /* glibc: free and return NULL */
+    hak_free(p);
+    return NULL;
+  }
+  size_t old = usable_size(p, "realloc");
+  struct hak_region *r = hak_region_of(p);
+  bool large = (void *)r == p || r->kind == HAK_REGION_LARGE ||
+               r->kind == HAK_REGION_HUGE;
+  if (large) {
+    /* Keep the block if it is still at least half used; grow in place where
+     * the region allows. */
+    if (size > HAK_MID_MAX && (size > old || size >= old / 2) &&
+        hak_large_resize(p, size))
+      return p;
+  } else if (size <= old && size > old / 2) {
+    return p; /* still fits its class and is not mostly wasted */
+  }
+  void *q = hak_malloc(size);
+  if (!q)
+    return NULL; /* errno ENOMEM; p is untouched */
+  memcpy(q, p, size < old ? size : old);
+  hak_free(p);
+  return q;
+}
+
+void *hak_reallocarray(void *p, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return hak_realloc(p, total);
+}
+
+/* ---- aligned allocation ---------------------------------------------------- */
+
+/* align is a power of two. */
+static void *malloc_aligned(size_t align, size_t size) {
+  if (align <= 16)
+    return hak_malloc(size);
+  if (size == 0)
+    size = 1;
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* Tiny blocks of a class that is a multiple of align are aligned to it
+   * (slabs start at 64 KiB boundaries). */
+  size_t rounded = (size + align - 1) & ~(align - 1);
+  if (rounded <= HAK_TINY_MAX)
+    return hak_tiny_malloc(rounded);
+  hak_ensure_init();
+  bool fits;
+  if (rounded <= HAK_MID_MAX) {
+    register_thread();
+    void *p = hak_mid_malloc_aligned(size, align, &fits);
+    if (fits)
+      return p;
+  }
+  bool zeroed;
+  return hak_large_malloc(size, align, &zeroed);
+}
+
+static bool power_of_two(size_t x) { return x && !(x & (x - 1)); }
+
+int hak_posix_memalign(void **out, size_t align, size_t size) {
+  if (!power_of_two(align) || align % sizeof(void *))
+    return EINVAL;
+  int saved = errno;
+  void *p = malloc_aligned(align, size);
+  if (!p) {
+    int e = errno;
+    errno = saved;
+    return e ? e : ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+void *hak_aligned_alloc(size_t align, size_t size) {
+  if (!power_of_two(align)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return malloc_aligned(align, size);
+}
+
+void *hak_memalign(size_t align, size_t size) {
+  /* As glibc: an alignment below 16 is no constraint, one that is not a
+   * power of two is rounded up to the next, an impossible one is EINVAL. */
+  if (align > SIZE_MAX / 2 + 1) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (!power_of_two(align))
+    align = align < 16 ? 16 : (size_t)1 << (64 - __builtin_clzll(align));
+  return malloc_aligned(align, size);
+}
+
+void *hak_valloc(size_t size) { return malloc_aligned(HAK_PAGE_SIZE, size); }
+
+void *hak_pvalloc(size_t size) {
+  if (size > SIZE_MAX - HAK_PAGE_SIZE) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t rounded = (size + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1);
+  return malloc_aligned(HAK_PAGE_SIZE, rounded ? rounded : HAK_PAGE_SIZE);
+}
+
+/* ---- statistics --------------------------------------------------------- */
+
+size_t hak_stats_report(char *buf, size_t size, int json) {
+  struct hak_stats_snapshot s;
+  hak_stats_snapshot(&s);
+  hak_stats_set_rss(hak_os_rss_current(), hak_os_rss_peak());
+  return hak_stats_format(&s, json, buf, size);
+}
+
+void hak_stats_print(void) {
+  char buf[8192];
+  size_t n = hak_stats_report(buf, sizeof buf,
+                              hak_config.stats == HAK_REPORT_JSON);
+  hak_os_write_stderr(buf, n);
+}

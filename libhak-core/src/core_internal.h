@@ -1,0 +1,81 @@
+/* core_internal.h - what libhak-core's files share: the tiers above tiny,
+ * the configuration, and the misuse report. */
+#ifndef HAK_CORE_INTERNAL_H
+#define HAK_CORE_INTERNAL_H
+
+#include "hak_tiny.h"
+#include "hakmem.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* ---- configuration (config.c) ------------------------------------------ */
+enum { HAK_REPORT_OFF = 0, HAK_REPORT_TEXT = 1, HAK_REPORT_JSON = 2 };
+
+struct hak_config {
+  int stats;                /* HAKMEM_STATS: report at exit */
+  int verbose;              /* HAKMEM_VERBOSE */
+  unsigned superslab_cache; /* HAKMEM_SUPERSLAB_CACHE */
+  unsigned superslab_reserve;
+  size_t huge_cache_mb;     /* HAKMEM_HUGE_CACHE_MB */
+  bool thp;                 /* HAKMEM_THP */
+  unsigned tiny_dirty_slabs;/* HAKMEM_TINY_DIRTY_SLABS */
+  size_t mid_cache_kb;      /* HAKMEM_MID_CACHE_KB, per class and thread */
+};
+
+/* The configuration in force: defaults in the fast build, the defaults
+ * overridden by HAKMEM_* variables (read once) in the others. */
+HAK_INTERNAL extern struct hak_config hak_config;
+/* Parses the environment into cfg, warning on stderr about bad values. */
+HAK_INTERNAL void hak_config_load(struct hak_config *cfg, char **envp);
+HAK_INTERNAL void hak_config_defaults(struct hak_config *cfg);
+
+/* Start-up: configuration, fork handlers.  Idempotent and cheap to call
+ * again; called from a constructor and from the slow paths, whichever runs
+ * first. */
+HAK_INTERNAL void hak_init(void);
+extern int hak_initialized;
+static inline void hak_ensure_init(void) {
+  if (HAK_UNLIKELY(!__atomic_load_n(&hak_initialized, __ATOMIC_ACQUIRE)))
+    hak_init();
+}
+
+/* ---- misuse ---------------------------------------------------------- */
+HAK_INTERNAL __attribute__((noreturn)) void hak_misuse(const char *func,
+                                                       const char *what,
+                                                       const void *p);
+
+/* ---- mid tier (mid.c): 1 KiB < size <= 256 KiB -------------------------- */
+#define HAK_MID_MAX ((size_t)256 << 10)
+#define HAK_MID_CLASSES 32
+#define HAK_MID_SLAB_SHIFT 20 /* 1 MiB slabs, 4 per superslab */
+#define HAK_MID_SLAB_SIZE ((size_t)1 << HAK_MID_SLAB_SHIFT)
+#define HAK_MID_SLABS (HAK_SUPERSLAB_SIZE / HAK_MID_SLAB_SIZE)
+#define HAK_MID_HEADER ((size_t)64 << 10) /* slab 0 starts past the header */
+
+HAK_INTERNAL void *hak_mid_malloc(size_t size);
+/* A block of at least size bytes aligned to align (<= 64 KiB), or NULL with
+ * errno unchanged when no mid class fits; ENOMEM on exhaustion. */
+HAK_INTERNAL void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits);
+HAK_INTERNAL void hak_mid_free(void *p);
+HAK_INTERNAL size_t hak_mid_usable_size(const void *p);
+HAK_INTERNAL void hak_mid_thread_exit(void);
+HAK_INTERNAL void hak_mid_fork_prepare(void);
+HAK_INTERNAL void hak_mid_fork_parent(void);
+HAK_INTERNAL void hak_mid_fork_child(void);
+
+/* ---- large tier (large.c): above the mid tier ------------------------- */
+/* *zeroed tells whether the block is known to be all zero bytes. */
+HAK_INTERNAL void *hak_large_malloc(size_t size, size_t align, bool *zeroed);
+HAK_INTERNAL void hak_large_free(void *p);
+HAK_INTERNAL size_t hak_large_usable_size(const void *p);
+/* Resizes in place; false when the block must move. */
+HAK_INTERNAL bool hak_large_resize(void *p, size_t size);
+/* Blocks aligned to HAK_SUPERSLAB_SIZE or more sit at a superslab boundary,
+ * where no header can be; they are kept in a table instead. */
+HAK_INTERNAL bool hak_large_is_overaligned(const void *p);
+HAK_INTERNAL void hak_large_fork_prepare(void);
+HAK_INTERNAL void hak_large_fork_parent(void);
+HAK_INTERNAL void hak_large_fork_child(void);
+
+#endif

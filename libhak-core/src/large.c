@@ -1,0 +1,192 @@
+/* large.c - blocks above the mid tier: one block per region.
+ *
+ * A block that fits in a superslab with its header takes a whole superslab
+ * from libhak-os's cache (a "large" region: no system call once the cache is
+ * warm, and only the touched pages are resident); a bigger one gets a huge
+ * region of its own.  The header sits at the region's start, so free finds
+ * it with the same mask as every other block, and the block starts `offset`
+ * bytes in (a page, or the requested alignment).
+ *
+ * Alignments of a superslab or more would put the block on a superslab
+ * boundary, where its header would have to be; those few blocks are kept in
+ * a table instead (free recognises them by that very alignment).
+ */
+#include "core_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+
+struct large_header {
+  struct hak_region region; /* kind LARGE or HUGE; size = bytes mapped */
+  size_t offset;            /* block start - region start */
+  size_t usable;            /* bytes the block may use */
+};
+
+static inline struct large_header *header_of(const void *p) {
+  return (struct large_header *)hak_region_of(p);
+}
+
+static size_t page_round(size_t n) {
+  return (n + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1);
+}
+
+/* ---- over-aligned blocks -------------------------------------------- */
+
+struct overaligned {
+  void *block, *base;
+  size_t mapped, usable;
+};
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct overaligned *table; /* grown by doubling, from libhak-os */
+static size_t table_len, table_cap, table_mapped;
+
+static bool table_add(struct overaligned e) {
+  if (table_len == table_cap) {
+    size_t cap = table_cap ? table_cap * 2 : 256;
+    size_t mapped;
+    bool zeroed;
+    struct overaligned *t =
+        hak_os_huge_alloc(cap * sizeof *t, &mapped, &zeroed);
+    if (!t)
+      return false;
+    for (size_t i = 0; i < table_len; i++)
+      t[i] = table[i];
+    if (table)
+      hak_os_huge_free(table, table_mapped);
+    table = t;
+    table_cap = mapped / sizeof *t;
+    table_mapped = mapped;
+  }
+  table[table_len++] = e;
+  return true;
+}
+
+static struct overaligned *table_find(const void *p) {
+  for (size_t i = 0; i < table_len; i++)
+    if (table[i].block == p)
+      return &table[i];
+  return NULL;
+}
+
+bool hak_large_is_overaligned(const void *p) {
+  pthread_mutex_lock(&table_lock);
+  bool found = table_find(p) != NULL;
+  pthread_mutex_unlock(&table_lock);
+  return found;
+}
+
+static void *malloc_overaligned(size_t size, size_t align, bool *zeroed) {
+  if (size > SIZE_MAX - align) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t mapped;
+  char *base = hak_os_huge_alloc(size + align, &mapped, zeroed);
+  if (!base)
+    return NULL;
+  char *block = (char *)(((uintptr_t)base + align - 1) & ~(uintptr_t)(align - 1));
+  struct overaligned e = {block, base, mapped, mapped - (size_t)(block - base)};
+  pthread_mutex_lock(&table_lock);
+  bool ok = table_add(e);
+  pthread_mutex_unlock(&table_lock);
+  if (!ok) {
+    hak_os_huge_free(base, mapped);
+    errno = ENOMEM;
+    return NULL;
+  }
+  return block;
+}
+
+/* ---- large and huge blocks --------------------------------------------- */
+
+void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (align >= HAK_SUPERSLAB_SIZE)
+    return malloc_overaligned(size, align, zeroed);
+  size_t offset = align > HAK_PAGE_SIZE ? align : HAK_PAGE_SIZE;
+  size_t need = offset + page_round(size);
+  struct large_header *h;
+  size_t mapped;
+  if (need <= HAK_SUPERSLAB_SIZE) {
+    h = hak_os_superslab_alloc(zeroed);
+    mapped = HAK_SUPERSLAB_SIZE;
+    if (!h)
+      return NULL;
+    h->region.kind = HAK_REGION_LARGE;
+  } else {
+    h = hak_os_huge_alloc(need, &mapped, zeroed);
+    if (!h)
+      return NULL;
+    h->region.kind = HAK_REGION_HUGE;
+  }
+  h->region.size = mapped;
+  h->offset = offset;
+  h->usable = need - offset;
+  HAK_STAT_PATH(LARGE_MALLOC, 1);
+  return (char *)h + offset;
+}
+
+void hak_large_free(void *p) {
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0) {
+    pthread_mutex_lock(&table_lock);
+    struct overaligned *e = table_find(p);
+    if (!e) {
+      pthread_mutex_unlock(&table_lock);
+      hak_misuse("free", "invalid pointer", p);
+    }
+    struct overaligned copy = *e;
+    *e = table[--table_len];
+    pthread_mutex_unlock(&table_lock);
+    hak_os_huge_free(copy.base, copy.mapped);
+    return;
+  }
+  struct large_header *h = header_of(p);
+  if (HAK_GATE_CHECKS && (char *)h + h->offset != (char *)p)
+    hak_misuse("free", "invalid pointer (not the start of a block)", p);
+  HAK_STAT_PATH(LARGE_FREE, 1);
+  if (h->region.kind == HAK_REGION_LARGE)
+    hak_os_superslab_free(h);
+  else
+    hak_os_huge_free(h, h->region.size);
+}
+
+size_t hak_large_usable_size(const void *p) {
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0) {
+    pthread_mutex_lock(&table_lock);
+    struct overaligned *e = table_find(p);
+    size_t n = e ? e->usable : 0;
+    pthread_mutex_unlock(&table_lock);
+    return n;
+  }
+  return header_of(p)->usable;
+}
+
+bool hak_large_resize(void *p, size_t size) {
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
+    return false;
+  struct large_header *h = header_of(p);
+  size_t need = page_round(size);
+  if (size > PTRDIFF_MAX)
+    return false;
+  if (h->region.kind == HAK_REGION_LARGE) {
+    /* The whole superslab is ours: growing or shrinking is bookkeeping. */
+    if (h->offset + need > HAK_SUPERSLAB_SIZE)
+      return false;
+    h->usable = need;
+    return true;
+  }
+  size_t mapped;
+  if (!hak_os_huge_resize(h, h->region.size, h->offset + need, &mapped))
+    return false;
+  h->region.size = mapped;
+  h->usable = mapped - h->offset;
+  return true;
+}
+
+void hak_large_fork_prepare(void) { pthread_mutex_lock(&table_lock); }
+void hak_large_fork_parent(void) { pthread_mutex_unlock(&table_lock); }
+void hak_large_fork_child(void) { pthread_mutex_init(&table_lock, NULL); }

@@ -1,0 +1,378 @@
+/* mid.c - the mid tier: blocks of 1 KiB to 256 KiB.
+ *
+ * 32 classes, four per doubling (1280, 1536, 1792, 2048, 2560, ...), so the
+ * worst internal waste is 25 %.  Blocks come from 1 MiB slabs, four to a
+ * superslab.  Each thread keeps a short free list per class (bounded in
+ * bytes); misses and overflows go to the class's shared slabs under the
+ * class's lock, a batch at a time.  A block freed by another thread simply
+ * joins that thread's list: the slabs are shared, so no ownership is needed.
+ */
+#include "core_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+struct mid_slab {
+  void *free;         /* blocks returned to the slab */
+  uint32_t used;      /* blocks out of the slab (live or in thread caches) */
+  uint32_t carved;
+  uint32_t capacity;
+  uint32_t block_size;
+  uint32_t div_magic; /* ceil(2^32 / block_size) */
+  uint16_t cls;
+  uint16_t in_use;
+  char *start;
+  struct mid_slab *next, *prev; /* in the class's list */
+};
+
+struct mid_superslab {
+  struct hak_region region;
+  uint32_t free_slabs; /* bit i: slab i free */
+  struct mid_superslab *next;
+  struct mid_slab slabs[HAK_MID_SLABS];
+};
+
+struct mid_class {
+  pthread_mutex_t lock;
+  struct mid_slab *slabs; /* slabs with a block to give (free or uncarved) */
+  unsigned empty;         /* slabs with no block out */
+} __attribute__((aligned(64)));
+
+static struct mid_class classes[HAK_MID_CLASSES];
+static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
+
+static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mid_superslab *ss_with_free;
+
+struct mid_cache {
+  void *head;
+  uint32_t count;
+  uint32_t limit;
+};
+
+static __thread struct mid_cache tcache[HAK_MID_CLASSES]
+    __attribute__((tls_model("initial-exec")));
+
+static void classes_init(void) {
+  for (int i = 0; i < HAK_MID_CLASSES; i++)
+    pthread_mutex_init(&classes[i].lock, NULL);
+}
+
+static inline unsigned mid_class(size_t n) {
+  size_t m = n - 1;
+  unsigned k = 63u - (unsigned)__builtin_clzll(m); /* floor(log2(n - 1)) */
+  return (k - 10) * 4 + (unsigned)(m >> (k - 2)) - 4;
+}
+
+static inline size_t mid_class_size(unsigned cls) {
+  unsigned k = cls / 4 + 10;
+  return (size_t)(cls % 4 + 5) << (k - 2);
+}
+
+static inline struct mid_slab *slab_of(const void *p) {
+  struct mid_superslab *ss = (struct mid_superslab *)hak_region_of(p);
+  return &ss->slabs[((uintptr_t)p & HAK_SUPERSLAB_MASK) >> HAK_MID_SLAB_SHIFT];
+}
+
+static inline uint64_t freed_mark(const void *p) {
+  return hak_tiny_secret ^ (uintptr_t)p ^ 0x5a5a;
+}
+
+/* ---- slabs ------------------------------------------------------------ */
+
+static struct mid_slab *slab_new(unsigned cls) {
+  pthread_mutex_lock(&ss_lock);
+  struct mid_superslab *ss = ss_with_free;
+  if (!ss) {
+    pthread_mutex_unlock(&ss_lock);
+    bool zeroed;
+    ss = hak_os_superslab_alloc(&zeroed);
+    if (!ss)
+      return NULL;
+    memset(ss, 0, sizeof *ss);
+    ss->region.kind = HAK_REGION_MID;
+    ss->region.size = HAK_SUPERSLAB_SIZE;
+    ss->free_slabs = (1u << HAK_MID_SLABS) - 1;
+    pthread_mutex_lock(&ss_lock);
+    ss->next = ss_with_free;
+    ss_with_free = ss;
+  }
+  unsigned idx = (unsigned)__builtin_ctz(ss->free_slabs);
+  ss->free_slabs &= ~(1u << idx);
+  if (!ss->free_slabs)
+    ss_with_free = ss->next;
+  pthread_mutex_unlock(&ss_lock);
+
+  struct mid_slab *s = &ss->slabs[idx];
+  size_t bs = mid_class_size(cls);
+  size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
+  s->start = (char *)ss + idx * HAK_MID_SLAB_SIZE + begin;
+  s->free = NULL;
+  s->used = 0;
+  s->carved = 0;
+  s->capacity = (uint32_t)((HAK_MID_SLAB_SIZE - begin) / bs);
+  s->block_size = (uint32_t)bs;
+  s->div_magic = (uint32_t)((((uint64_t)1 << 32) + bs - 1) / bs);
+  s->cls = (uint16_t)cls;
+  s->in_use = 1;
+  s->next = s->prev = NULL;
+  return s;
+}
+
+static void slab_release(struct mid_slab *s) {
+  struct mid_superslab *ss = (struct mid_superslab *)hak_region_of(s);
+  unsigned idx = (unsigned)(s - ss->slabs);
+  s->in_use = 0;
+  s->carved = 0;
+  pthread_mutex_lock(&ss_lock);
+  if (!ss->free_slabs) {
+    ss->next = ss_with_free;
+    ss_with_free = ss;
+  }
+  ss->free_slabs |= 1u << idx;
+  if (ss->free_slabs == (1u << HAK_MID_SLABS) - 1) {
+    for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
+      if (*q == ss) {
+        *q = ss->next;
+        break;
+      }
+    }
+    pthread_mutex_unlock(&ss_lock);
+    hak_os_superslab_free(ss);
+    return;
+  }
+  pthread_mutex_unlock(&ss_lock);
+  /* The slab's pages stay resident only while its superslab is in use;
+   * give back what was touched so memory follows the working set. */
+  size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
+  hak_os_decommit((char *)ss + idx * HAK_MID_SLAB_SIZE + begin,
+                  HAK_MID_SLAB_SIZE - begin);
+}
+
+static void list_push(struct mid_class *c, struct mid_slab *s) {
+  s->prev = NULL;
+  s->next = c->slabs;
+  if (c->slabs)
+    c->slabs->prev = s;
+  c->slabs = s;
+}
+
+static void list_remove(struct mid_class *c, struct mid_slab *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    c->slabs = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  s->next = s->prev = NULL;
+}
+
+static bool slab_has_block(const struct mid_slab *s) {
+  return s->free || s->carved < s->capacity;
+}
+
+/* Returns one block to its slab; called with the class lock held. */
+static void slab_put(struct mid_class *c, void *p) {
+  struct mid_slab *s = slab_of(p);
+  bool had = slab_has_block(s);
+  *(void **)p = s->free;
+  s->free = p;
+  if (!had)
+    list_push(c, s);
+  if (--s->used == 0) {
+    /* Keep one empty slab per class so that a class bouncing between zero
+     * and a few blocks does not map and unmap. */
+    if (c->empty >= 1) {
+      list_remove(c, s);
+      slab_release(s);
+    } else {
+      c->empty++;
+    }
+  }
+}
+
+/* Takes up to n blocks of class cls onto a list; returns how many. */
+static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
+  struct mid_class *c = &classes[cls];
+  unsigned got = 0;
+  void *head = NULL;
+  pthread_mutex_lock(&c->lock);
+  while (got < n) {
+    struct mid_slab *s = c->slabs;
+    if (!s) {
+      s = slab_new(cls);
+      if (!s)
+        break;
+      list_push(c, s);
+      c->empty++;
+    }
+    if (s->used == 0)
+      c->empty--;
+    while (got < n && slab_has_block(s)) {
+      void *p;
+      if (s->free) {
+        p = s->free;
+        s->free = *(void **)p;
+      } else {
+        p = s->start + (size_t)s->carved++ * s->block_size;
+      }
+      s->used++;
+      *(void **)p = head;
+      head = p;
+      got++;
+    }
+    if (!slab_has_block(s))
+      list_remove(c, s);
+  }
+  pthread_mutex_unlock(&c->lock);
+  *list = head;
+  return got;
+}
+
+static void put_blocks(unsigned cls, void *list) {
+  struct mid_class *c = &classes[cls];
+  pthread_mutex_lock(&c->lock);
+  while (list) {
+    void *next = *(void **)list;
+    slab_put(c, list);
+    list = next;
+  }
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- allocation ------------------------------------------------------- */
+
+static uint32_t cache_limit(unsigned cls) {
+  size_t n = (hak_config.mid_cache_kb << 10) / mid_class_size(cls);
+  return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
+}
+
+static HAK_COLD void *refill(unsigned cls) {
+  pthread_once(&classes_once, classes_init);
+  struct mid_cache *t = &tcache[cls];
+  if (!t->limit)
+    t->limit = cache_limit(cls);
+  void *list;
+  unsigned n = take_blocks(cls, (t->limit + 1) / 2, &list);
+  if (!n) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void *p = list;
+  t->head = *(void **)list;
+  t->count = n - 1;
+  return p;
+}
+
+static void *malloc_class(unsigned cls) {
+  struct mid_cache *t = &tcache[cls];
+  void *p = t->head;
+  if (HAK_UNLIKELY(!p)) {
+    p = refill(cls);
+    if (!p)
+      return NULL;
+  } else {
+    t->head = *(void **)p;
+    t->count--;
+  }
+  if (HAK_GATE_CHECKS)
+    ((uint64_t *)p)[1] = 0;
+  HAK_STAT_PATH(MID_MALLOC, 1);
+  return p;
+}
+
+void *hak_mid_malloc(size_t size) { return malloc_class(mid_class(size)); }
+
+void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
+  /* Slabs start 64 KiB-aligned, so a block is aligned to the largest power
+   * of two dividing its class size: find the first class that is a
+   * multiple of align. */
+  size_t n = (size + align - 1) & ~(align - 1);
+  *fits = false;
+  if (align > HAK_MID_SLAB_SIZE / 16 || n > HAK_MID_MAX)
+    return NULL;
+  for (unsigned cls = mid_class(n <= HAK_TINY_MAX ? HAK_TINY_MAX + 1 : n);
+       cls < HAK_MID_CLASSES; cls++) {
+    if ((mid_class_size(cls) & (align - 1)) == 0) {
+      *fits = true;
+      return malloc_class(cls);
+    }
+  }
+  return NULL;
+}
+
+static HAK_COLD void bad_free(const void *p, const char *what) {
+  hak_misuse("free", what, p);
+}
+
+void hak_mid_free(void *p) {
+  struct mid_slab *s = slab_of(p);
+  if (HAK_GATE_CHECKS) {
+    uintptr_t off = (uintptr_t)((char *)p - s->start);
+    uint32_t idx = (uint32_t)((off * s->div_magic) >> 32);
+    if (!s->in_use || (char *)p < s->start || off >= HAK_MID_SLAB_SIZE ||
+        (size_t)idx * s->block_size != off || idx >= s->carved)
+      bad_free(p, "invalid pointer (not the start of a block)");
+    if (((uint64_t *)p)[1] == freed_mark(p))
+      bad_free(p, "double free");
+    ((uint64_t *)p)[1] = freed_mark(p);
+  }
+  HAK_STAT_PATH(MID_FREE, 1);
+  unsigned cls = s->cls;
+  struct mid_cache *t = &tcache[cls];
+  *(void **)p = t->head;
+  t->head = p;
+  if (HAK_UNLIKELY(++t->count > t->limit)) {
+    if (!t->limit) /* first use of this class on this thread */
+      t->limit = cache_limit(cls);
+    if (t->count > t->limit) {
+      /* Give back the older half of the list. */
+      uint32_t keep = t->limit / 2;
+      void *q = t->head;
+      for (uint32_t i = 1; i < keep; i++)
+        q = *(void **)q;
+      void *rest = keep ? *(void **)q : t->head;
+      if (keep)
+        *(void **)q = NULL;
+      else
+        t->head = NULL;
+      t->count = keep;
+      pthread_once(&classes_once, classes_init);
+      put_blocks(cls, rest);
+    }
+  }
+}
+
+size_t hak_mid_usable_size(const void *p) { return slab_of(p)->block_size; }
+
+void hak_mid_thread_exit(void) {
+  for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
+    struct mid_cache *t = &tcache[cls];
+    if (t->head) {
+      pthread_once(&classes_once, classes_init);
+      put_blocks(cls, t->head);
+    }
+    t->head = NULL;
+    t->count = 0;
+  }
+}
+
+void hak_mid_fork_prepare(void) {
+  pthread_once(&classes_once, classes_init);
+  for (int i = 0; i < HAK_MID_CLASSES; i++)
+    pthread_mutex_lock(&classes[i].lock);
+  pthread_mutex_lock(&ss_lock);
+}
+
+void hak_mid_fork_parent(void) {
+  pthread_mutex_unlock(&ss_lock);
+  for (int i = HAK_MID_CLASSES - 1; i >= 0; i--)
+    pthread_mutex_unlock(&classes[i].lock);
+}
+
+void hak_mid_fork_child(void) {
+  pthread_mutex_init(&ss_lock, NULL);
+  for (int i = 0; i < HAK_MID_CLASSES; i++)
+    pthread_mutex_init(&classes[i].lock, NULL);
+}

@@ -1,0 +1,112 @@
+/* hak_os.h - libhak-os: the only layer of hakmem that makes system calls.
+ *
+ * It hands out "superslabs": regions of HAK_SUPERSLAB_SIZE bytes aligned to
+ * their size, so that any pointer into the first HAK_SUPERSLAB_SIZE bytes of
+ * a region finds the region's header with one mask.  It also hands out huge
+ * regions (any multiple of the page size, aligned to HAK_SUPERSLAB_SIZE) for
+ * blocks too large for a superslab.  Freed regions go to caches so that a
+ * program at a steady working set makes no system call after warm-up; past
+ * a bound, cached memory is decommitted and then returned.
+ *
+ * Memory is committed by touching it: regions are mapped read-write and the
+ * kernel backs a page the first time it is written, so resident memory
+ * follows what the tiers above actually use.
+ *
+ * Failure is a value: an allocation that the kernel refuses returns NULL with
+ * errno set to ENOMEM.
+ */
+#ifndef HAK_OS_H
+#define HAK_OS_H
+
+#include "hak_stats.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HAK_SUPERSLAB_SHIFT 22 /* 4 MiB: 64 slabs of 64 KiB */
+#define HAK_SUPERSLAB_SIZE ((size_t)1 << HAK_SUPERSLAB_SHIFT)
+#define HAK_SUPERSLAB_MASK (HAK_SUPERSLAB_SIZE - 1)
+#define HAK_PAGE_SIZE ((size_t)4096)
+
+/* What a region holds; the first word of every region's header. */
+enum hak_region_kind {
+  HAK_REGION_TINY = 0x7A11, /* slabs of the tiny front */
+  HAK_REGION_MID,           /* slabs of the mid tier */
+  HAK_REGION_LARGE,         /* one large block in a superslab */
+  HAK_REGION_HUGE,          /* one block in a huge region */
+};
+
+/* The header every region starts with; tiers extend it (first member). */
+struct hak_region {
+  uint32_t kind;       /* enum hak_region_kind, set by the owner tier */
+  uint32_t reserved;
+  size_t size;         /* bytes mapped for this region */
+};
+
+/* The region header of any pointer into the first superslab of a region. */
+static inline struct hak_region *hak_region_of(const void *p) {
+  return (struct hak_region *)((uintptr_t)p & ~(uintptr_t)HAK_SUPERSLAB_MASK);
+}
+
+/* A superslab (HAK_SUPERSLAB_SIZE bytes, aligned).  *zeroed tells whether
+ * every byte is known to be zero (fresh from the kernel or decommitted). */
+HAK_INTERNAL void *hak_os_superslab_alloc(bool *zeroed);
+HAK_INTERNAL void hak_os_superslab_free(void *ss);
+
+/* A huge region of at least `size` bytes (rounded up to pages), aligned to
+ * HAK_SUPERSLAB_SIZE.  *mapped receives the size actually mapped. */
+HAK_INTERNAL void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed);
+HAK_INTERNAL void hak_os_huge_free(void *base, size_t mapped);
+/* Grows or shrinks a huge region where it stands; false if it cannot. */
+HAK_INTERNAL bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
+                                     size_t *new_mapped);
+
+/* Gives the pages of [p, p + n) back to the kernel; they read as zero after
+ * and are committed again by the next write.  p and n page-aligned. */
+HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
+
+/* Whether ss is the base of a region hakmem currently has mapped.  One load
+ * from a bitmap; used by the checks to refuse foreign pointers. */
+HAK_INTERNAL bool hak_os_is_region(const void *ss);
+
+/* Bounds of the caches (from the configuration, set once at start-up). */
+struct hak_os_config {
+  unsigned superslab_cache;    /* free superslabs kept committed */
+  unsigned superslab_reserve;  /* more kept mapped but decommitted */
+  size_t huge_cache_bytes;     /* bytes of freed huge regions kept */
+  bool transparent_huge_pages; /* advise THP on superslabs */
+};
+HAK_INTERNAL void hak_os_configure(const struct hak_os_config *cfg);
+HAK_INTERNAL struct hak_os_config hak_os_default_config(void);
+
+/* Releases every cached region to the kernel (tests, trim). */
+HAK_INTERNAL void hak_os_release_caches(void);
+
+/* Fork safety: hold the layer's lock across fork. */
+HAK_INTERNAL void hak_os_fork_prepare(void);
+HAK_INTERNAL void hak_os_fork_parent(void);
+HAK_INTERNAL void hak_os_fork_child(void);
+
+/* Messages and fatal errors go straight to file descriptor 2 with write():
+ * stdio could allocate, and hakmem may be the allocator it calls. */
+HAK_INTERNAL void hak_os_write_stderr(const char *s, size_t n);
+HAK_INTERNAL __attribute__((noreturn)) void hak_os_abort(void);
+
+/* Resident set size of the process now and at its peak, in bytes. */
+HAK_INTERNAL size_t hak_os_rss_current(void);
+HAK_INTERNAL size_t hak_os_rss_peak(void);
+
+/* Tests: the next n mappings fail as if the kernel were out of memory. */
+HAK_INTERNAL void hak_os_fail_next_mappings(unsigned n);
+
+/* Cache occupancy, for tests and reports. */
+struct hak_os_cache_info {
+  unsigned superslabs_committed;
+  unsigned superslabs_decommitted;
+  unsigned huge_regions;
+  size_t huge_bytes;
+};
+HAK_INTERNAL struct hak_os_cache_info hak_os_cache_info(void);
+
+#endif

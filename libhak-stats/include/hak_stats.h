@@ -1,0 +1,146 @@
+/* hak_stats.h - the bottom of hakmem: build-variant gates and counters.
+ *
+ * Every layer includes this header and nothing in it includes another hakmem
+ * header.  It holds two things:
+ *   1. the gates: HAK_BUILD_VARIANT (set once by CMake) turned into named
+ *      compile-time switches, so that no other file tests the variant;
+ *   2. the counters: per-thread, summed on report, so that counting never
+ *      costs an atomic operation on a hot path.  They compile to nothing in
+ *      the builds that do not keep them.
+ */
+#ifndef HAK_STATS_H
+#define HAK_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- build variant gates ------------------------------------------------ */
+#define HAK_VARIANT_FAST 0
+#define HAK_VARIANT_STANDARD 1
+#define HAK_VARIANT_OBSERVE 2
+
+#ifndef HAK_BUILD_VARIANT
+#error "HAK_BUILD_VARIANT must be set by the build (0 fast, 1 standard, 2 observe)"
+#endif
+
+/* Misuse checks (invalid free, double free): off only in the fast build. */
+#define HAK_GATE_CHECKS (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
+/* System-call counters: cheap (system calls are rare), kept outside fast. */
+#define HAK_GATE_COUNT_SYSCALLS (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
+/* Per-path counters (every malloc and free): the observe build only. */
+#define HAK_GATE_COUNT_PATHS (HAK_BUILD_VARIANT == HAK_VARIANT_OBSERVE)
+/* Runtime configuration from HAKMEM_* variables: not in the fast build. */
+#define HAK_GATE_ENV_CONFIG (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
+/* Report printed at exit without being asked: the observe build. */
+#define HAK_GATE_REPORT_AT_EXIT (HAK_BUILD_VARIANT == HAK_VARIANT_OBSERVE)
+
+#define HAK_API __attribute__((visibility("default")))
+#define HAK_INTERNAL __attribute__((visibility("hidden")))
+#define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HAK_COLD __attribute__((noinline, cold))
+
+/* ---- counters ------------------------------------------------------------ */
+/* One list, used to build the enum and the names in the report. */
+#define HAK_STAT_LIST(X)                                                      \
+  X(SYS_MMAP, "sys.mmap")                                                     \
+  X(SYS_MUNMAP, "sys.munmap")                                                 \
+  X(SYS_MADVISE, "sys.madvise")                                               \
+  X(SYS_MREMAP, "sys.mremap")                                                 \
+  X(OS_BYTES_MAPPED, "os.bytes_mapped")                                       \
+  X(OS_BYTES_UNMAPPED, "os.bytes_unmapped")                                   \
+  X(OS_BYTES_DECOMMITTED, "os.bytes_decommitted")                             \
+  X(OS_SUPERSLAB_NEW, "os.superslab_new")                                     \
+  X(OS_SUPERSLAB_REUSED, "os.superslab_reused")                               \
+  X(OS_SUPERSLAB_RELEASED, "os.superslab_released")                           \
+  X(OS_HUGE_NEW, "os.huge_new")                                               \
+  X(OS_HUGE_REUSED, "os.huge_reused")                                         \
+  X(TINY_MALLOC, "tiny.malloc")                                               \
+  X(TINY_FREE_LOCAL, "tiny.free_local")                                       \
+  X(TINY_FREE_REMOTE, "tiny.free_remote")                                     \
+  X(TINY_REFILL, "tiny.refill")                                               \
+  X(TINY_REMOTE_COLLECTED, "tiny.remote_collected")                           \
+  X(TINY_SLAB_NEW, "tiny.slab_new")                                           \
+  X(TINY_SLAB_RELEASED, "tiny.slab_released")                                 \
+  X(TINY_SLAB_ADOPTED, "tiny.slab_adopted")                                   \
+  X(MID_MALLOC, "mid.malloc")                                                 \
+  X(MID_FREE, "mid.free")                                                     \
+  X(LARGE_MALLOC, "large.malloc")                                             \
+  X(LARGE_FREE, "large.free")
+
+enum hak_stat {
+#define HAK_STAT_ENUM(id, name) HAK_STAT_##id,
+  HAK_STAT_LIST(HAK_STAT_ENUM)
+#undef HAK_STAT_ENUM
+      HAK_STAT_COUNT
+};
+
+/* Number of tiny size classes counted per class (mallocs and frees). */
+#define HAK_STATS_CLASSES 64
+
+struct hak_stats_thread {
+  uint64_t count[HAK_STAT_COUNT];
+  uint64_t class_malloc[HAK_STATS_CLASSES];
+  uint64_t class_free[HAK_STATS_CLASSES];
+  struct hak_stats_thread *next; /* registry of live threads */
+  int registered;
+};
+
+#if HAK_GATE_COUNT_SYSCALLS || HAK_GATE_COUNT_PATHS
+extern __thread struct hak_stats_thread hak_stats_tls
+    __attribute__((tls_model("initial-exec")));
+HAK_INTERNAL void hak_stats_register_thread(void);
+static inline struct hak_stats_thread *hak_stats_self(void) {
+  struct hak_stats_thread *t = &hak_stats_tls;
+  if (HAK_UNLIKELY(!t->registered))
+    hak_stats_register_thread();
+  return t;
+}
+#define HAK_STAT_ADD_(id, n) (hak_stats_self()->count[HAK_STAT_##id] += (n))
+#else
+#define HAK_STAT_ADD_(id, n) ((void)0)
+#endif
+
+/* Counters that exist wherever system calls are counted. */
+#if HAK_GATE_COUNT_SYSCALLS
+#define HAK_STAT_SYS(id, n) HAK_STAT_ADD_(id, n)
+#else
+#define HAK_STAT_SYS(id, n) ((void)0)
+#endif
+
+/* Counters on every path: observe only. */
+#if HAK_GATE_COUNT_PATHS
+#define HAK_STAT_PATH(id, n) HAK_STAT_ADD_(id, n)
+#define HAK_STAT_CLASS_MALLOC(c) (hak_stats_self()->class_malloc[(c)]++)
+#define HAK_STAT_CLASS_FREE(c) (hak_stats_self()->class_free[(c)]++)
+#else
+#define HAK_STAT_PATH(id, n) ((void)0)
+#define HAK_STAT_CLASS_MALLOC(c) ((void)0)
+#define HAK_STAT_CLASS_FREE(c) ((void)0)
+#endif
+
+/* A snapshot: live threads plus those that have exited. */
+struct hak_stats_snapshot {
+  uint64_t count[HAK_STAT_COUNT];
+  uint64_t class_malloc[HAK_STATS_CLASSES];
+  uint64_t class_free[HAK_STATS_CLASSES];
+};
+
+/* Sum of every thread's counters, exact for exited threads and a relaxed
+ * read for live ones. */
+HAK_INTERNAL void hak_stats_snapshot(struct hak_stats_snapshot *out);
+/* Folds the calling thread's counters into the totals (thread exit). */
+HAK_INTERNAL void hak_stats_thread_exit(void);
+/* Name of a counter, for reports. */
+HAK_INTERNAL const char *hak_stats_name(enum hak_stat id);
+/* Formats a snapshot as a text table (json == 0) or one JSON object into
+ * buf; returns the length written (truncated to n - 1).  Formatting only:
+ * the caller decides where it goes, so that this layer makes no I/O. */
+HAK_INTERNAL size_t hak_stats_format(const struct hak_stats_snapshot *s,
+                                     int json, char *buf, size_t n);
+/* The peak and current resident set size are not counters this layer can
+ * measure; the caller passes them in when it has them (0 = unknown). */
+HAK_INTERNAL void hak_stats_set_rss(uint64_t current_bytes,
+                                    uint64_t peak_bytes);
+
+#endif

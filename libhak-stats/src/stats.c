@@ -1,0 +1,162 @@
+/* stats.c - per-thread counters, summed on report.
+ *
+ * Each thread counts into its own TLS block with plain increments; a block is
+ * linked into a registry the first time its thread counts, and folded into
+ * the totals of exited threads when the thread ends.  A report sums the
+ * totals and the live blocks; reading a live block races benignly with its
+ * owner (a counter may be one behind), which is what a report can accept.
+ */
+#include "hak_stats.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#if HAK_GATE_COUNT_SYSCALLS || HAK_GATE_COUNT_PATHS
+__thread struct hak_stats_thread hak_stats_tls
+    __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hak_stats_thread *registry;
+static struct hak_stats_snapshot exited; /* counters of ended threads */
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static void on_thread_exit(void *arg) {
+  (void)arg;
+  hak_stats_thread_exit();
+}
+
+static void make_exit_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
+
+void hak_stats_register_thread(void) {
+  struct hak_stats_thread *t = &hak_stats_tls;
+  /* Mark first: pthread_setspecific may allocate, and the allocation counts. */
+  t->registered = 1;
+  pthread_mutex_lock(&registry_lock);
+  t->next = registry;
+  registry = t;
+  pthread_mutex_unlock(&registry_lock);
+  pthread_once(&exit_key_once, make_exit_key);
+  pthread_setspecific(exit_key, t);
+}
+
+static void add_block(struct hak_stats_snapshot *s,
+                      const struct hak_stats_thread *t) {
+  for (int i = 0; i < HAK_STAT_COUNT; i++)
+    s->count[i] += __atomic_load_n(&t->count[i], __ATOMIC_RELAXED);
+  for (int i = 0; i < HAK_STATS_CLASSES; i++) {
+    s->class_malloc[i] += __atomic_load_n(&t->class_malloc[i], __ATOMIC_RELAXED);
+    s->class_free[i] += __atomic_load_n(&t->class_free[i], __ATOMIC_RELAXED);
+  }
+}
+
+void hak_stats_thread_exit(void) {
+  struct hak_stats_thread *t = &hak_stats_tls;
+  if (!t->registered)
+    return;
+  pthread_mutex_lock(&registry_lock);
+  for (struct hak_stats_thread **p = &registry; *p; p = &(*p)->next) {
+    if (*p == t) {
+      *p = t->next;
+      break;
+    }
+  }
+  add_block(&exited, t);
+  memset(t, 0, sizeof *t);
+  pthread_mutex_unlock(&registry_lock);
+  /* Counts made after this point (later destructors) register again. */
+}
+
+void hak_stats_snapshot(struct hak_stats_snapshot *out) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&registry_lock);
+  *out = exited;
+  for (struct hak_stats_thread *t = registry; t; t = t->next)
+    add_block(out, t);
+  pthread_mutex_unlock(&registry_lock);
+}
+#else
+void hak_stats_snapshot(struct hak_stats_snapshot *out) {
+  memset(out, 0, sizeof *out);
+}
+void hak_stats_thread_exit(void) {}
+#endif
+
+static uint64_t rss_current, rss_peak;
+
+void hak_stats_set_rss(uint64_t current_bytes, uint64_t peak_bytes) {
+  rss_current = current_bytes;
+  rss_peak = peak_bytes;
+}
+
+static const char *const names[HAK_STAT_COUNT] = {
+#define HAK_STAT_NAME(id, name) name,
+    HAK_STAT_LIST(HAK_STAT_NAME)
+#undef HAK_STAT_NAME
+};
+
+const char *hak_stats_name(enum hak_stat id) {
+  return (unsigned)id < HAK_STAT_COUNT ? names[id] : "?";
+}
+
+/* Appends to buf without overflowing; snprintf does not allocate for these
+ * integer formats. */
+struct out {
+  char *buf;
+  size_t n, len;
+};
+
+static void put(struct out *o, const char *fmt, unsigned long long a,
+                const char *s) {
+  size_t room = o->len < o->n ? o->n - o->len : 0;
+  int w = s ? snprintf(o->buf + o->len, room, fmt, s, a)
+            : snprintf(o->buf + o->len, room, fmt, a);
+  if (w > 0)
+    o->len += (size_t)w < room ? (size_t)w : (room ? room - 1 : 0);
+}
+
+size_t hak_stats_format(const struct hak_stats_snapshot *s, int json,
+                        char *buf, size_t n) {
+  struct out o = {buf, n, 0};
+  if (n)
+    buf[0] = 0;
+  const char *variant = HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
+                        : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
+                                                                    : "observe";
+  if (json) {
+    put(&o, "{\"variant\":\"%s\"", 0, variant);
+    for (int i = 0; i < HAK_STAT_COUNT; i++)
+      put(&o, ",\"%s\":%llu", s->count[i], names[i]);
+    put(&o, ",\"rss.current\":%llu", rss_current, NULL);
+    put(&o, ",\"rss.peak\":%llu", rss_peak, NULL);
+    put(&o, ",\"class_malloc\":[", 0, NULL);
+    for (int i = 0; i < HAK_STATS_CLASSES; i++)
+      put(&o, i ? ",%llu" : "%llu", s->class_malloc[i], NULL);
+    put(&o, "],\"class_free\":[", 0, NULL);
+    for (int i = 0; i < HAK_STATS_CLASSES; i++)
+      put(&o, i ? ",%llu" : "%llu", s->class_free[i], NULL);
+    put(&o, "]}\n", 0, NULL);
+  } else {
+    put(&o, "hakmem statistics (%s build)\n", 0, variant);
+    for (int i = 0; i < HAK_STAT_COUNT; i++)
+      put(&o, "  %-26s %20llu\n", s->count[i], names[i]);
+    put(&o, "  %-26s %20llu\n", rss_current, "rss.current");
+    put(&o, "  %-26s %20llu\n", rss_peak, "rss.peak");
+    int any = 0;
+    for (int i = 0; i < HAK_STATS_CLASSES; i++)
+      any |= s->class_malloc[i] != 0;
+    if (any) {
+      put(&o, "  %s\n", 0, "class  block     mallocs       frees");
+      for (int i = 0; i < HAK_STATS_CLASSES; i++) {
+        if (!s->class_malloc[i] && !s->class_free[i])
+          continue;
+        put(&o, "  %5llu", (unsigned long long)i, NULL);
+        put(&o, " %6llu", (unsigned long long)(i + 1) * 16, NULL);
+        put(&o, " %11llu", s->class_malloc[i], NULL);
+        put(&o, " %11llu\n", s->class_free[i], NULL);
+      }
+    }
+  }
+  return o.len;
+}

@@ -1,0 +1,309 @@
+/* heap.c - the per-thread heap: refilling a class, frees that are not the
+ * plain local push, and handing slabs over when a thread ends.
+ *
+ * Accounting: a slab's `used` counts blocks that are out of its hands: held
+ * by the program, or sitting in its remote list.  While a slab is current,
+ * its free blocks are on the bin's list and `used` is not maintained; when
+ * it stops being current the bin list is empty (or is given back first), so
+ * `used` is simply every carved block minus those on its own free list.
+ */
+#include "tiny_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+__thread struct hak_tiny_heap hak_tiny_heap
+    __attribute__((tls_model("initial-exec")));
+
+uint64_t hak_tiny_secret = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_heap_id = 1;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static void on_thread_exit(void *arg) {
+  (void)arg;
+  hak_tiny_thread_exit();
+}
+
+static void make_exit_key(void) {
+  pthread_key_create(&exit_key, on_thread_exit);
+  /* The secret only needs to be unknown to the program; the address of a
+   * stack variable and the clock of the first thread are enough for a
+   * marker that a program cannot forge by accident. */
+  uint64_t x = (uintptr_t)&x;
+#if defined(__x86_64__)
+  x ^= (uint64_t)__builtin_ia32_rdtsc();
+#endif
+  x ^= x >> 31;
+  x *= 0xbf58476d1ce4e5b9ull;
+  hak_tiny_secret ^= x ^ (x >> 29);
+}
+
+static HAK_COLD void heap_init(struct hak_tiny_heap *h) {
+  pthread_once(&exit_key_once, make_exit_key);
+  h->id = __atomic_fetch_add(&next_heap_id, 1, __ATOMIC_RELAXED);
+  h->exited = 0;
+  /* Last: pthread_setspecific may allocate, and that allocation must find
+   * the heap ready. */
+  pthread_setspecific(exit_key, h);
+}
+
+/* Takes the slab's remote list whole; returns how many blocks it held. */
+unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out) {
+  void *list = NULL;
+  if (__atomic_load_n(&s->remote, __ATOMIC_RELAXED))
+    list = __atomic_exchange_n(&s->remote, NULL, __ATOMIC_ACQUIRE);
+  *list_out = list;
+  unsigned n = 0;
+  for (void *p = list; p; p = *(void **)p)
+    n++;
+  HAK_STAT_PATH(TINY_REMOTE_COLLECTED, n);
+  return n;
+}
+
+/* Carves the next run of blocks of the current slab onto the bin: about
+ * 8 KiB at a time, so pages are touched only as the class grows. */
+static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
+  uint32_t bs = s->block_size;
+  uint32_t n = (8192 + bs - 1) / bs;
+  if (n > s->capacity - s->carved)
+    n = s->capacity - s->carved;
+  char *first = tiny_slab_start(s) + (size_t)s->carved * bs;
+  char *p = first;
+  for (uint32_t i = 1; i < n; i++, p += bs)
+    *(void **)p = p + bs;
+  *(void **)p = NULL;
+  s->carved += n;
+  b->free = *(void **)first;
+  return first;
+}
+
+/* Makes s the current slab of its class, taking its free list. */
+static void make_current(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
+  s->state = SLAB_CURRENT;
+  b->cur = s;
+  b->free = s->free;
+  s->free = NULL;
+}
+
+/* The current slab has nothing left: it becomes full (its blocks are all
+ * out).  Called with the bin list empty. */
+static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
+  struct hak_tiny_slab *s = h->bins[cls].cur;
+  h->bins[cls].cur = NULL;
+  s->used = s->carved;
+  s->state = SLAB_FULL;
+  slab_list_push(&h->full[cls], s);
+}
+
+/* Moves a full slab's remote frees to its free list; it becomes partial,
+ * or is released if nothing in it is in use any more.  Returns whether the
+ * slab was released. */
+static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
+  void *list;
+  unsigned n = tiny_collect_remote(s, &list);
+  if (!n)
+    return false;
+  void **tail = &list;
+  while (*tail)
+    tail = (void **)*tail;
+  *tail = s->free;
+  s->free = list;
+  s->used -= n;
+  struct hak_tiny_slab **from = s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls];
+  if (s->used == 0) {
+    slab_list_remove(from, s);
+    tiny_slab_release(s);
+    return true;
+  }
+  if (s->state == SLAB_FULL) {
+    slab_list_remove(from, s);
+    s->state = SLAB_PARTIAL;
+    slab_list_push(&h->partial[s->cls], s);
+  }
+  return false;
+}
+
+static inline void *pop(struct hak_tiny_bin *b) {
+  void *p = b->free;
+  b->free = *(void **)p;
+  if (HAK_GATE_CHECKS)
+    ((uint64_t *)p)[1] = 0;
+  return p;
+}
+
+HAK_COLD void *hak_tiny_refill(unsigned cls) {
+  struct hak_tiny_heap *h = &hak_tiny_heap;
+  if (HAK_UNLIKELY(h->id == 0))
+    heap_init(h);
+  struct hak_tiny_bin *b = &h->bins[cls];
+  HAK_STAT_PATH(TINY_REFILL, 1);
+  HAK_STAT_PATH(TINY_MALLOC, 1);
+  HAK_STAT_CLASS_MALLOC(cls);
+
+  struct hak_tiny_slab *s = b->cur;
+  if (s) {
+    /* 1. Blocks other threads gave back to the current slab. */
+    void *list;
+    if (tiny_collect_remote(s, &list)) {
+      b->free = list;
+      return pop(b);
+    }
+    /* 2. Blocks not carved yet. */
+    if (s->carved < s->capacity)
+      return carve(b, s);
+    retire_current(h, cls);
+  }
+  /* 3. A slab of ours with free blocks. */
+  if (h->partial[cls]) {
+    s = h->partial[cls];
+    slab_list_remove(&h->partial[cls], s);
+    make_current(b, s);
+    return pop(b);
+  }
+  /* 4. Full slabs that other threads have freed into (a bounded look, so a
+   *    large heap does not scan all of them on every refill). */
+  s = h->full[cls];
+  for (int i = 0; s && i < 8; i++) {
+    struct hak_tiny_slab *next = s->next;
+    drain_remote(h, s);
+    s = next;
+  }
+  if (h->partial[cls]) {
+    s = h->partial[cls];
+    slab_list_remove(&h->partial[cls], s);
+    make_current(b, s);
+    return pop(b);
+  }
+  /* 5. A slab left behind by a thread that ended. */
+  s = tiny_slab_adopt(cls, h->id);
+  if (!s)
+    s = tiny_slab_new(cls, h->id); /* 6. A new slab. */
+  if (!s)
+    return NULL; /* errno is ENOMEM, from libhak-os */
+  make_current(b, s);
+  if (b->free)
+    return pop(b);
+  return carve(b, s);
+}
+
+/* A free that is not a push onto the current slab's bin: the slab is ours
+ * but not current, or another thread's (or abandoned). */
+HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
+  struct hak_tiny_heap *h = &hak_tiny_heap;
+  uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
+  if (HAK_GATE_CHECKS)
+    ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
+  if (owner != h->id) {
+    /* Remote: push onto the slab's list.  Only its owner takes from it, and
+     * it takes the whole list at once, so a plain CAS push has no ABA. */
+    void *head = __atomic_load_n(&s->remote, __ATOMIC_RELAXED);
+    do {
+      *(void **)p = head;
+    } while (!__atomic_compare_exchange_n(&s->remote, &head, p, true,
+                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    HAK_STAT_PATH(TINY_FREE_REMOTE, 1);
+    HAK_STAT_CLASS_FREE(s->cls);
+    return;
+  }
+  HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
+  HAK_STAT_CLASS_FREE(s->cls);
+  if (s->state == SLAB_CURRENT) { /* current in its bin: cannot happen */
+    struct hak_tiny_bin *b = &h->bins[s->cls];
+    *(void **)p = b->free;
+    b->free = p;
+    return;
+  }
+  /* One of our non-current slabs. */
+  *(void **)p = s->free;
+  s->free = p;
+  if (--s->used == 0) {
+    slab_list_remove(s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls], s);
+    tiny_slab_release(s);
+    return;
+  }
+  if (s->state == SLAB_FULL) {
+    slab_list_remove(&h->full[s->cls], s);
+    s->state = SLAB_PARTIAL;
+    slab_list_push(&h->partial[s->cls], s);
+  }
+}
+
+HAK_COLD void hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s) {
+  char msg[160];
+  const char *what;
+  if (s->owner == HAK_TINY_OWNER_NONE || s->carved == 0)
+    what = "invalid pointer (not a block hakmem handed out)";
+  else if (!hak_tiny_is_block_start(s, p))
+    what = "invalid pointer (not the start of a block)";
+  else
+    what = "double free";
+  int n = snprintf(msg, sizeof msg, "hakmem: free(): %s: %p\n", what, p);
+  hak_os_write_stderr(msg, n > 0 ? (size_t)n : 0);
+  hak_os_abort();
+}
+
+size_t hak_tiny_usable_size(const void *p) {
+  return hak_tiny_slab_of(p)->block_size;
+}
+
+/* Gives every slab of the heap back: empty ones to their superslab, the
+ * others to the abandoned lists, from which later threads adopt them. */
+static void hand_over(struct hak_tiny_slab *s) {
+  void *list;
+  unsigned n = tiny_collect_remote(s, &list);
+  if (n) {
+    void **tail = &list;
+    while (*tail)
+      tail = (void **)*tail;
+    *tail = s->free;
+    s->free = list;
+    s->used -= n;
+  }
+  s->next = s->prev = NULL;
+  if (s->used == 0)
+    tiny_slab_release(s);
+  else
+    tiny_slab_abandon(s);
+}
+
+void hak_tiny_thread_exit(void) {
+  struct hak_tiny_heap *h = &hak_tiny_heap;
+  if (h->id == 0)
+    return;
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    struct hak_tiny_bin *b = &h->bins[cls];
+    if (b->cur) {
+      /* The bin's blocks go back to the slab's own list. */
+      struct hak_tiny_slab *s = b->cur;
+      unsigned n = 0;
+      void *last = NULL;
+      for (void *q = b->free; q; q = *(void **)q) {
+        n++;
+        last = q;
+      }
+      if (last) {
+        *(void **)last = s->free;
+        s->free = b->free;
+      }
+      s->used = s->carved - n;
+      b->cur = NULL;
+      b->free = NULL;
+      hand_over(s);
+    }
+    while (h->partial[cls]) {
+      struct hak_tiny_slab *s = h->partial[cls];
+      slab_list_remove(&h->partial[cls], s);
+      hand_over(s);
+    }
+    while (h->full[cls]) {
+      struct hak_tiny_slab *s = h->full[cls];
+      slab_list_remove(&h->full[cls], s);
+      hand_over(s);
+    }
+  }
+  /* A later malloc on this thread (another destructor) sets up afresh. */
+  h->id = 0;
+  h->exited = 1;
+}

@@ -1,0 +1,222 @@
+/* slab.c - carving 64 KiB slabs out of superslabs, and handing slabs of
+ * exited threads to the threads that come after.
+ *
+ * Both run on slow paths (a heap needs a new slab, a slab became empty, a
+ * thread ended) under one lock per purpose.  Lock order: abandoned_lock,
+ * then ss_lock, then libhak-os's lock.
+ */
+#include "tiny_internal.h"
+
+#include <pthread.h>
+
+static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hak_tiny_superslab *ss_with_free; /* superslabs with a free slab */
+static unsigned ss_count, slabs_in_use, dirty_count;
+static unsigned dirty_limit = 32; /* 2 MiB of free slabs kept resident */
+
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hak_tiny_slab *abandoned[HAK_TINY_CLASSES];
+static unsigned abandoned_count;
+
+#define ALL_SLABS (~(uint64_t)1) /* slab 0 holds the header */
+
+void hak_tiny_configure(const struct hak_tiny_config *cfg) {
+  pthread_mutex_lock(&ss_lock);
+  dirty_limit = cfg->dirty_slab_limit;
+  pthread_mutex_unlock(&ss_lock);
+}
+
+char *tiny_slab_start(const struct hak_tiny_slab *s) {
+  struct hak_tiny_superslab *ss = (struct hak_tiny_superslab *)hak_region_of(s);
+  return (char *)ss + (size_t)(s - ss->slabs) * HAK_TINY_SLAB_SIZE;
+}
+
+static void ss_list_remove(struct hak_tiny_superslab *ss) {
+  if (ss->prev)
+    ss->prev->next = ss->next;
+  else
+    ss_with_free = ss->next;
+  if (ss->next)
+    ss->next->prev = ss->prev;
+  ss->next = ss->prev = NULL;
+}
+
+static void ss_list_push(struct hak_tiny_superslab *ss) {
+  ss->prev = NULL;
+  ss->next = ss_with_free;
+  if (ss_with_free)
+    ss_with_free->prev = ss;
+  ss_with_free = ss;
+}
+
+struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
+  pthread_mutex_lock(&ss_lock);
+  struct hak_tiny_superslab *ss = ss_with_free;
+  if (!ss) {
+    pthread_mutex_unlock(&ss_lock);
+    bool zeroed;
+    ss = hak_os_superslab_alloc(&zeroed);
+    if (!ss)
+      return NULL;
+    if (!zeroed) {
+      /* A reused superslab: reset the header; slab metadata is rewritten
+       * below as each slab is taken. */
+      for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
+        ss->slabs[i] = (struct hak_tiny_slab){.owner = HAK_TINY_OWNER_NONE};
+    } else {
+      for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
+        ss->slabs[i].owner = HAK_TINY_OWNER_NONE;
+    }
+    ss->region.kind = HAK_REGION_TINY;
+    ss->region.size = HAK_SUPERSLAB_SIZE;
+    ss->free_slabs = ALL_SLABS;
+    ss->dirty_slabs = 0;
+    pthread_mutex_lock(&ss_lock);
+    ss_list_push(ss);
+    ss_count++;
+  }
+  /* Prefer a slab whose pages are still resident. */
+  uint64_t pick = ss->free_slabs & ss->dirty_slabs;
+  unsigned idx = (unsigned)__builtin_ctzll(pick ? pick : ss->free_slabs);
+  uint64_t bit = (uint64_t)1 << idx;
+  if (ss->dirty_slabs & bit) {
+    ss->dirty_slabs &= ~bit;
+    dirty_count--;
+  }
+  ss->free_slabs &= ~bit;
+  if (!ss->free_slabs)
+    ss_list_remove(ss);
+  slabs_in_use++;
+  pthread_mutex_unlock(&ss_lock);
+
+  struct hak_tiny_slab *s = &ss->slabs[idx];
+  uint32_t bs = (uint32_t)hak_tiny_class_size(cls);
+  s->cls = (uint16_t)cls;
+  s->state = SLAB_CURRENT;
+  s->block_size = bs;
+  s->free = NULL;
+  __atomic_store_n(&s->remote, NULL, __ATOMIC_RELAXED);
+  s->used = 0;
+  s->carved = 0;
+  s->capacity = (uint32_t)(HAK_TINY_SLAB_SIZE / bs);
+  s->div_magic = (uint32_t)((((uint64_t)1 << 32) + bs - 1) / bs);
+  s->next = s->prev = NULL;
+  __atomic_store_n(&s->owner, owner, __ATOMIC_RELEASE);
+  HAK_STAT_PATH(TINY_SLAB_NEW, 1);
+  return s;
+}
+
+/* Returns an empty slab (no block out, none on any list) to its superslab,
+ * and the superslab to libhak-os when all its slabs are free. */
+void tiny_slab_release(struct hak_tiny_slab *s) {
+  struct hak_tiny_superslab *ss = (struct hak_tiny_superslab *)hak_region_of(s);
+  unsigned idx = (unsigned)(s - ss->slabs);
+  uint64_t bit = (uint64_t)1 << idx;
+  __atomic_store_n(&s->owner, HAK_TINY_OWNER_NONE, __ATOMIC_RELEASE);
+  s->state = SLAB_FREE;
+  bool touched = s->carved != 0;
+  s->carved = 0; /* every later free into it fails the block-start check */
+  s->free = NULL;
+  HAK_STAT_PATH(TINY_SLAB_RELEASED, 1);
+
+  pthread_mutex_lock(&ss_lock);
+  slabs_in_use--;
+  if (!ss->free_slabs)
+    ss_list_push(ss);
+  ss->free_slabs |= bit;
+  if (ss->free_slabs == ALL_SLABS) {
+    dirty_count -= (unsigned)__builtin_popcountll(ss->dirty_slabs);
+    ss_list_remove(ss);
+    ss_count--;
+    pthread_mutex_unlock(&ss_lock);
+    hak_os_superslab_free(ss);
+    return;
+  }
+  /* Keep a bounded amount of free-slab memory resident, so that slab churn
+   * makes no system call while memory use still follows the working set. */
+  if (touched) {
+    if (dirty_count < dirty_limit) {
+      ss->dirty_slabs |= bit;
+      dirty_count++;
+    } else {
+      hak_os_decommit(tiny_slab_start(s), HAK_TINY_SLAB_SIZE);
+    }
+  }
+  pthread_mutex_unlock(&ss_lock);
+}
+
+void tiny_slab_abandon(struct hak_tiny_slab *s) {
+  pthread_mutex_lock(&abandoned_lock);
+  s->state = SLAB_ABANDONED;
+  __atomic_store_n(&s->owner, HAK_TINY_OWNER_ABANDONED, __ATOMIC_RELEASE);
+  slab_list_push(&abandoned[s->cls], s);
+  abandoned_count++;
+  pthread_mutex_unlock(&abandoned_lock);
+}
+
+/* Takes an abandoned slab of class cls that has a block to give, releasing
+ * the ones found empty on the way (their blocks were all freed remotely
+ * after their thread ended).  Returns the slab owned by `owner`, its free
+ * list holding every free block, or NULL. */
+struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
+  if (!__atomic_load_n(&abandoned[cls], __ATOMIC_RELAXED))
+    return NULL;
+  pthread_mutex_lock(&abandoned_lock);
+  struct hak_tiny_slab *s = abandoned[cls];
+  while (s) {
+    struct hak_tiny_slab *next = s->next;
+    void *list;
+    unsigned n = tiny_collect_remote(s, &list);
+    if (n) {
+      /* Append the remote blocks to the slab's free list. */
+      void **tail = &list;
+      while (*tail)
+        tail = (void **)*tail;
+      *tail = s->free;
+      s->free = list;
+      s->used -= n;
+    }
+    if (s->used == 0) {
+      slab_list_remove(&abandoned[cls], s);
+      abandoned_count--;
+      tiny_slab_release(s);
+    } else if (s->free || s->carved < s->capacity) {
+      slab_list_remove(&abandoned[cls], s);
+      abandoned_count--;
+      __atomic_store_n(&s->owner, owner, __ATOMIC_RELEASE);
+      pthread_mutex_unlock(&abandoned_lock);
+      HAK_STAT_PATH(TINY_SLAB_ADOPTED, 1);
+      return s;
+    }
+    s = next;
+  }
+  pthread_mutex_unlock(&abandoned_lock);
+  return NULL;
+}
+
+struct hak_tiny_info hak_tiny_info(void) {
+  struct hak_tiny_info info;
+  pthread_mutex_lock(&abandoned_lock);
+  info.slabs_abandoned = abandoned_count;
+  pthread_mutex_lock(&ss_lock);
+  info.superslabs = ss_count;
+  info.slabs_in_use = slabs_in_use;
+  pthread_mutex_unlock(&ss_lock);
+  pthread_mutex_unlock(&abandoned_lock);
+  return info;
+}
+
+void hak_tiny_fork_prepare(void) {
+  pthread_mutex_lock(&abandoned_lock);
+  pthread_mutex_lock(&ss_lock);
+}
+
+void hak_tiny_fork_parent(void) {
+  pthread_mutex_unlock(&ss_lock);
+  pthread_mutex_unlock(&abandoned_lock);
+}
+
+void hak_tiny_fork_child(void) {
+  pthread_mutex_init(&ss_lock, NULL);
+  pthread_mutex_init(&abandoned_lock, NULL);
+}

@@ -1,0 +1,46 @@
+/* tiny_internal.h - types and functions shared by the tiny front's files. */
+#ifndef HAK_TINY_INTERNAL_H
+#define HAK_TINY_INTERNAL_H
+
+#include "hak_tiny.h"
+
+enum slab_state {
+  SLAB_FREE = 0,   /* in its superslab, not carved */
+  SLAB_CURRENT,    /* a heap allocates from it (bins[cls].cur) */
+  SLAB_PARTIAL,    /* owned, not current, has blocks on its free list */
+  SLAB_FULL,       /* owned, not current, free list empty */
+  SLAB_ABANDONED,  /* its heap's thread exited; waiting for adoption */
+};
+
+/* slab.c: slabs from superslabs, and the abandoned lists. */
+struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner);
+void tiny_slab_release(struct hak_tiny_slab *s);
+void tiny_slab_abandon(struct hak_tiny_slab *s);
+struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner);
+char *tiny_slab_start(const struct hak_tiny_slab *s);
+
+/* heap.c */
+unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out);
+
+/* Intrusive doubly-linked lists of slabs (heads in the heap or globals). */
+static inline void slab_list_push(struct hak_tiny_slab **head,
+                                  struct hak_tiny_slab *s) {
+  s->prev = NULL;
+  s->next = *head;
+  if (*head)
+    (*head)->prev = s;
+  *head = s;
+}
+
+static inline void slab_list_remove(struct hak_tiny_slab **head,
+                                    struct hak_tiny_slab *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    *head = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  s->next = s->prev = NULL;
+}
+
+#endif
