@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, whatever hakmem's build, tests and benchmarks need
+# and this Debian machine lacks.  Idempotent: with everything present it
+# installs nothing and touches no package list.
+set -euo pipefail
+
+# Required: compiler, cmake, cmocka.  The rest enables optional parts
+# (benchmarks against mimalloc and tcmalloc, Google Benchmark, charts,
+# syscall cross-checks, the real-program tests).
+packages=(
+  build-essential cmake pkg-config libcmocka-dev
+  libmimalloc-dev libtcmalloc-minimal4 libbenchmark-dev
+  gnuplot-nox time strace python3 sqlite3 git
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all packages present"
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
