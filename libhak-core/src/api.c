@@ -128,6 +128,7 @@ static HAK_COLD void free_other(void *p, struct hak_region *r) {
     hak_tiny_free(p);
     return;
   case HAK_REGION_MID:
+    register_thread(); /* the block joins this thread's list */
     hak_mid_free(p);
     return;
   case HAK_REGION_LARGE:
