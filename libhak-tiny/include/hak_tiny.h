@@ -82,7 +82,10 @@ HAK_INTERNAL void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s);
 HAK_INTERNAL __attribute__((noreturn)) void
 hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s);
 
-/* Per-process secret mixed into the freed-block marker. */
+/* A freed block's link was overwritten: report and abort. */
+HAK_INTERNAL __attribute__((noreturn)) void hak_tiny_corrupt(const void *p);
+
+/* Per-process secret mixed into the freed-block marker and list links. */
 extern uint64_t hak_tiny_secret;
 
 static inline unsigned hak_tiny_class(size_t n) { return (unsigned)((n - 1) >> 4); }
@@ -94,6 +97,27 @@ static inline uint64_t hak_tiny_freed_mark(const void *p) {
   return hak_tiny_secret ^ (uintptr_t)p;
 }
 
+/* Free-list links.  Checked builds store them encoded with the secret and
+ * the block's own address, so a heap overflow that overwrites a freed block
+ * cannot plant a pointer of its choosing; every list holds blocks of one
+ * slab only, so a decoded link that leaves the slab is corruption. */
+static inline void hak_tiny_set_next(void *p, void *next) {
+  uintptr_t v = (uintptr_t)next;
+  if (HAK_GATE_CHECKS)
+    v ^= hak_tiny_secret ^ (uintptr_t)p;
+  *(uintptr_t *)p = v;
+}
+
+static inline void *hak_tiny_next(const void *p) {
+  uintptr_t v = *(const uintptr_t *)p;
+  if (HAK_GATE_CHECKS) {
+    v ^= hak_tiny_secret ^ (uintptr_t)p;
+    if (HAK_UNLIKELY(v && ((v ^ (uintptr_t)p) >> HAK_TINY_SLAB_SHIFT)))
+      hak_tiny_corrupt(p);
+  }
+  return (void *)v;
+}
+
 /* malloc of 1 <= n <= HAK_TINY_MAX bytes. */
 static inline void *hak_tiny_malloc(size_t n) {
   unsigned cls = hak_tiny_class(n);
@@ -101,7 +125,7 @@ static inline void *hak_tiny_malloc(size_t n) {
   void *p = b->free;
   if (HAK_UNLIKELY(p == NULL))
     return hak_tiny_refill(cls);
-  b->free = *(void **)p;
+  b->free = hak_tiny_next(p);
   if (HAK_GATE_CHECKS)
     ((uint64_t *)p)[1] = 0; /* clear the freed marker */
   HAK_STAT_PATH(TINY_MALLOC, 1);
@@ -137,7 +161,7 @@ static inline void hak_tiny_free(void *p) {
     hak_tiny_free_slow(p, s);
     return;
   }
-  *(void **)p = b->free;
+  hak_tiny_set_next(p, b->free);
   if (HAK_GATE_CHECKS)
     ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
   b->free = p;

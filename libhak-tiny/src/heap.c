@@ -49,16 +49,29 @@ static HAK_COLD void heap_init(struct hak_tiny_heap *h) {
   pthread_setspecific(exit_key, h);
 }
 
-/* Takes the slab's remote list whole; returns how many blocks it held. */
 unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out) {
   void *list = NULL;
   if (__atomic_load_n(&s->remote, __ATOMIC_RELAXED))
     list = __atomic_exchange_n(&s->remote, NULL, __ATOMIC_ACQUIRE);
   *list_out = list;
   unsigned n = 0;
-  for (void *p = list; p; p = *(void **)p)
+  for (void *p = list; p; p = hak_tiny_next(p))
     n++;
   HAK_STAT_PATH(TINY_REMOTE_COLLECTED, n);
+  return n;
+}
+
+unsigned tiny_slab_collect(struct hak_tiny_slab *s) {
+  void *list;
+  unsigned n = tiny_collect_remote(s, &list);
+  if (!n)
+    return 0;
+  void *last = list;
+  for (void *q; (q = hak_tiny_next(last));)
+    last = q;
+  hak_tiny_set_next(last, s->free);
+  s->free = list;
+  s->used -= n;
   return n;
 }
 
@@ -72,10 +85,12 @@ static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
   char *first = tiny_slab_start(s) + (size_t)s->carved * bs;
   char *p = first;
   for (uint32_t i = 1; i < n; i++, p += bs)
-    *(void **)p = p + bs;
-  *(void **)p = NULL;
+    hak_tiny_set_next(p, p + bs);
+  hak_tiny_set_next(p, NULL);
   s->carved += n;
-  b->free = *(void **)first;
+  b->free = hak_tiny_next(first);
+  if (HAK_GATE_CHECKS) /* reused memory may hold an old freed marker */
+    ((uint64_t *)first)[1] = 0;
   return first;
 }
 
@@ -101,16 +116,8 @@ static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
  * or is released if nothing in it is in use any more.  Returns whether the
  * slab was released. */
 static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
-  void *list;
-  unsigned n = tiny_collect_remote(s, &list);
-  if (!n)
+  if (!tiny_slab_collect(s))
     return false;
-  void **tail = &list;
-  while (*tail)
-    tail = (void **)*tail;
-  *tail = s->free;
-  s->free = list;
-  s->used -= n;
   struct hak_tiny_slab **from = s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls];
   if (s->used == 0) {
     slab_list_remove(from, s);
@@ -127,7 +134,7 @@ static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
 
 static inline void *pop(struct hak_tiny_bin *b) {
   void *p = b->free;
-  b->free = *(void **)p;
+  b->free = hak_tiny_next(p);
   if (HAK_GATE_CHECKS)
     ((uint64_t *)p)[1] = 0;
   return p;
@@ -200,7 +207,7 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
      * it takes the whole list at once, so a plain CAS push has no ABA. */
     void *head = __atomic_load_n(&s->remote, __ATOMIC_RELAXED);
     do {
-      *(void **)p = head;
+      hak_tiny_set_next(p, head);
     } while (!__atomic_compare_exchange_n(&s->remote, &head, p, true,
                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED));
     HAK_STAT_PATH(TINY_FREE_REMOTE, 1);
@@ -211,12 +218,12 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   HAK_STAT_CLASS_FREE(s->cls);
   if (s->state == SLAB_CURRENT) { /* current in its bin: cannot happen */
     struct hak_tiny_bin *b = &h->bins[s->cls];
-    *(void **)p = b->free;
+    hak_tiny_set_next(p, b->free);
     b->free = p;
     return;
   }
   /* One of our non-current slabs. */
-  *(void **)p = s->free;
+  hak_tiny_set_next(p, s->free);
   s->free = p;
   if (--s->used == 0) {
     slab_list_remove(s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls], s);
@@ -244,6 +251,15 @@ HAK_COLD void hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s) {
   hak_os_abort();
 }
 
+HAK_COLD void hak_tiny_corrupt(const void *p) {
+  char msg[160];
+  int n = snprintf(msg, sizeof msg,
+                   "hakmem: malloc(): corrupted free list (a freed block was "
+                   "overwritten): %p\n", p);
+  hak_os_write_stderr(msg, n > 0 ? (size_t)n : 0);
+  hak_os_abort();
+}
+
 size_t hak_tiny_usable_size(const void *p) {
   return hak_tiny_slab_of(p)->block_size;
 }
@@ -251,16 +267,7 @@ size_t hak_tiny_usable_size(const void *p) {
 /* Gives every slab of the heap back: empty ones to their superslab, the
  * others to the abandoned lists, from which later threads adopt them. */
 static void hand_over(struct hak_tiny_slab *s) {
-  void *list;
-  unsigned n = tiny_collect_remote(s, &list);
-  if (n) {
-    void **tail = &list;
-    while (*tail)
-      tail = (void **)*tail;
-    *tail = s->free;
-    s->free = list;
-    s->used -= n;
-  }
+  tiny_slab_collect(s);
   s->next = s->prev = NULL;
   if (s->used == 0)
     tiny_slab_release(s);
@@ -279,12 +286,12 @@ void hak_tiny_thread_exit(void) {
       struct hak_tiny_slab *s = b->cur;
       unsigned n = 0;
       void *last = NULL;
-      for (void *q = b->free; q; q = *(void **)q) {
+      for (void *q = b->free; q; q = hak_tiny_next(q)) {
         n++;
         last = q;
       }
       if (last) {
-        *(void **)last = s->free;
+        hak_tiny_set_next(last, s->free);
         s->free = b->free;
       }
       s->used = s->carved - n;

@@ -165,17 +165,7 @@ struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
   struct hak_tiny_slab *s = abandoned[cls];
   while (s) {
     struct hak_tiny_slab *next = s->next;
-    void *list;
-    unsigned n = tiny_collect_remote(s, &list);
-    if (n) {
-      /* Append the remote blocks to the slab's free list. */
-      void **tail = &list;
-      while (*tail)
-        tail = (void **)*tail;
-      *tail = s->free;
-      s->free = list;
-      s->used -= n;
-    }
+    tiny_slab_collect(s);
     if (s->used == 0) {
       slab_list_remove(&abandoned[cls], s);
       abandoned_count--;

@@ -20,7 +20,11 @@ struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner);
 char *tiny_slab_start(const struct hak_tiny_slab *s);
 
 /* heap.c */
+/* Takes the slab's remote list whole; returns how many blocks it held. */
 unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out);
+/* Moves the slab's remote frees onto its own free list (a slab that is not
+ * current); returns how many. */
+unsigned tiny_slab_collect(struct hak_tiny_slab *s);
 
 /* Intrusive doubly-linked lists of slabs (heads in the heap or globals). */
 static inline void slab_list_push(struct hak_tiny_slab **head,
