@@ -66,9 +66,21 @@ HAK_INTERNAL bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
  * and are committed again by the next write.  p and n page-aligned. */
 HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
 
-/* Whether ss is the base of a region hakmem currently has mapped.  One load
- * from a bitmap; used by the checks to refuse foreign pointers. */
-HAK_INTERNAL bool hak_os_is_region(const void *ss);
+/* The registry: one bit per HAK_SUPERSLAB_SIZE unit of the 47-bit address
+ * space, set while hakmem has a region mapped there (os.c). */
+#define HAK_OS_REGISTRY_BITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
+HAK_INTERNAL extern uint64_t *hak_os_registry;
+
+/* Whether ss is the base of a region hakmem currently has mapped: a bit
+ * test, inline so that the checked free pays a few instructions for it. */
+static inline bool hak_os_is_region(const void *ss) {
+  uintptr_t a = (uintptr_t)ss;
+  size_t unit = a >> HAK_SUPERSLAB_SHIFT;
+  uint64_t *r = __atomic_load_n(&hak_os_registry, __ATOMIC_ACQUIRE);
+  if ((a & HAK_SUPERSLAB_MASK) || unit >= HAK_OS_REGISTRY_BITS || !r)
+    return false;
+  return (__atomic_load_n(&r[unit >> 6], __ATOMIC_RELAXED) >> (unit & 63)) & 1;
+}
 
 /* Bounds of the caches (from the configuration, set once at start-up). */
 struct hak_os_config {

@@ -99,11 +99,11 @@ void hak_os_decommit(void *p, size_t n) {
 
 /* ---- the registry: one bit per superslab-sized unit of address space ---- */
 
-#define REGISTRY_BITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
-static uint64_t *registry; /* REGISTRY_BITS bits, mapped on first use */
+#define REGISTRY_BITS HAK_OS_REGISTRY_BITS
+uint64_t *hak_os_registry; /* REGISTRY_BITS bits, mapped on first use */
 
 static bool registry_ready(void) {
-  if (registry)
+  if (hak_os_registry)
     return true;
   /* NORESERVE: only the words actually set are ever backed by memory. */
   void *p = mmap(NULL, REGISTRY_BITS / 8, PROT_READ | PROT_WRITE,
@@ -111,29 +111,21 @@ static bool registry_ready(void) {
   HAK_STAT_SYS(SYS_MMAP, 1);
   if (p == MAP_FAILED)
     return false;
-  __atomic_store_n(&registry, (uint64_t *)p, __ATOMIC_RELEASE);
+  __atomic_store_n(&hak_os_registry, (uint64_t *)p, __ATOMIC_RELEASE);
   return true;
 }
 
 static void registry_set(const void *base, bool on) {
   size_t unit = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
-  if (unit >= REGISTRY_BITS || !registry)
+  if (unit >= REGISTRY_BITS || !hak_os_registry)
     return;
   uint64_t bit = (uint64_t)1 << (unit & 63);
   if (on)
-    __atomic_fetch_or(&registry[unit >> 6], bit, __ATOMIC_RELEASE);
+    __atomic_fetch_or(&hak_os_registry[unit >> 6], bit, __ATOMIC_RELEASE);
   else
-    __atomic_fetch_and(&registry[unit >> 6], ~bit, __ATOMIC_RELEASE);
+    __atomic_fetch_and(&hak_os_registry[unit >> 6], ~bit, __ATOMIC_RELEASE);
 }
 
-bool hak_os_is_region(const void *ss) {
-  uintptr_t a = (uintptr_t)ss;
-  size_t unit = a >> HAK_SUPERSLAB_SHIFT;
-  uint64_t *r = __atomic_load_n(&registry, __ATOMIC_ACQUIRE);
-  if ((a & HAK_SUPERSLAB_MASK) || unit >= REGISTRY_BITS || !r)
-    return false;
-  return (__atomic_load_n(&r[unit >> 6], __ATOMIC_ACQUIRE) >> (unit & 63)) & 1;
-}
 
 /* ---- aligned mappings ------------------------------------------------- */
 
