@@ -47,6 +47,13 @@ static void fork_child(void) {
   hak_large_fork_child();
 }
 
+static void print_report(bool from_signal);
+
+static void on_stats_signal(int sig) {
+  (void)sig;
+  print_report(true);
+}
+
 static void init_once_body(void) {
   if (HAK_GATE_ENV_CONFIG)
     hak_config_load(&hak_config, NULL);
@@ -60,6 +67,8 @@ static void init_once_body(void) {
   hak_tiny_configure(&tiny);
   pthread_key_create(&exit_key, on_thread_exit);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
+  if (hak_config.stats_signal)
+    hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal);
   __atomic_store_n(&hak_initialized, 1, __ATOMIC_RELEASE);
 }
 
@@ -329,9 +338,22 @@ size_t hak_stats_report(char *buf, size_t size, int json) {
   return hak_stats_format(&s, json, buf, size);
 }
 
-void hak_stats_print(void) {
+static void print_report(bool from_signal) {
   char buf[8192];
-  size_t n = hak_stats_report(buf, sizeof buf,
-                              hak_config.stats == HAK_REPORT_JSON);
+  struct hak_stats_snapshot s;
+  if (from_signal) {
+    if (!hak_stats_try_snapshot(&s)) {
+      static const char busy[] = "hakmem: statistics busy, try again\n";
+      hak_os_write_stderr(busy, sizeof busy - 1);
+      return;
+    }
+  } else {
+    hak_stats_snapshot(&s);
+  }
+  hak_stats_set_rss(hak_os_rss_current(), hak_os_rss_peak());
+  size_t n = hak_stats_format(&s, hak_config.stats == HAK_REPORT_JSON, buf,
+                              sizeof buf);
   hak_os_write_stderr(buf, n);
 }
+
+void hak_stats_print(void) { print_report(false); }

@@ -18,6 +18,7 @@
       .thp = false,                                                           \
       .tiny_dirty_slabs = 32,                                                 \
       .mid_cache_kb = 128,                                                    \
+      .stats_signal = 0,                                                      \
   }
 
 struct hak_config hak_config = CONFIG_DEFAULTS;
@@ -92,4 +93,5 @@ void hak_config_load(struct hak_config *cfg, char **envp) {
   parse_uint("HAKMEM_TINY_DIRTY_SLABS", 0, 4096, &x);
   cfg->tiny_dirty_slabs = (unsigned)x;
   parse_uint("HAKMEM_MID_CACHE_KB", 0, 4096, &cfg->mid_cache_kb);
+  parse_uint("HAKMEM_STATS_SIGNAL", 0, 64, &cfg->stats_signal);
 }

@@ -105,6 +105,9 @@ HAK_INTERNAL void hak_os_fork_child(void);
 HAK_INTERNAL void hak_os_write_stderr(const char *s, size_t n);
 HAK_INTERNAL __attribute__((noreturn)) void hak_os_abort(void);
 
+/* Runs handler when signal sig arrives (the statistics signal). */
+HAK_INTERNAL bool hak_os_on_signal(int sig, void (*handler)(int));
+
 /* Resident set size of the process now and at its peak, in bytes. */
 HAK_INTERNAL size_t hak_os_rss_current(void);
 HAK_INTERNAL size_t hak_os_rss_peak(void);

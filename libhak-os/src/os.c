@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -323,6 +325,15 @@ void hak_os_write_stderr(const char *s, size_t n) {
 }
 
 void hak_os_abort(void) { abort(); }
+
+bool hak_os_on_signal(int sig, void (*handler)(int)) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  return sigaction(sig, &sa, NULL) == 0;
+}
 
 size_t hak_os_rss_current(void) {
   int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);

@@ -11,6 +11,7 @@
 #ifndef HAK_STATS_H
 #define HAK_STATS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -129,6 +130,9 @@ struct hak_stats_snapshot {
 /* Sum of every thread's counters, exact for exited threads and a relaxed
  * read for live ones. */
 HAK_INTERNAL void hak_stats_snapshot(struct hak_stats_snapshot *out);
+/* The same without waiting: false if another thread holds the registry
+ * (a signal handler must not block on a lock its own thread may hold). */
+HAK_INTERNAL bool hak_stats_try_snapshot(struct hak_stats_snapshot *out);
 /* Folds the calling thread's counters into the totals (thread exit). */
 HAK_INTERNAL void hak_stats_thread_exit(void);
 /* Name of a counter, for reports. */

@@ -68,17 +68,31 @@ void hak_stats_thread_exit(void) {
   /* Counts made after this point (later destructors) register again. */
 }
 
-void hak_stats_snapshot(struct hak_stats_snapshot *out) {
-  memset(out, 0, sizeof *out);
-  pthread_mutex_lock(&registry_lock);
+static void sum_locked(struct hak_stats_snapshot *out) {
   *out = exited;
   for (struct hak_stats_thread *t = registry; t; t = t->next)
     add_block(out, t);
   pthread_mutex_unlock(&registry_lock);
 }
+
+void hak_stats_snapshot(struct hak_stats_snapshot *out) {
+  pthread_mutex_lock(&registry_lock);
+  sum_locked(out);
+}
+
+bool hak_stats_try_snapshot(struct hak_stats_snapshot *out) {
+  if (pthread_mutex_trylock(&registry_lock) != 0)
+    return false;
+  sum_locked(out);
+  return true;
+}
 #else
 void hak_stats_snapshot(struct hak_stats_snapshot *out) {
   memset(out, 0, sizeof *out);
+}
+bool hak_stats_try_snapshot(struct hak_stats_snapshot *out) {
+  memset(out, 0, sizeof *out);
+  return true;
 }
 void hak_stats_thread_exit(void) {}
 #endif
