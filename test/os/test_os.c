@@ -1,0 +1,991 @@
+/* test_os.c - libhak-os: superslabs, huge regions, caches, registry,
+ * decommit, counters and injected mapping failures.
+ *
+ * Every test starts from empty caches and a configuration it states, and
+ * leaves the caches empty, so that the tests do not depend on their order.
+ * The system-call counters are asserted where they exist
+ * (HAK_GATE_COUNT_SYSCALLS: standard and observe); the fast build asserts
+ * that the snapshot stays all zeros and checks reuse by address instead.
+ */
+#include "hak_os.h"
+#include "hak_stats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define SS HAK_SUPERSLAB_SIZE
+#define PAGE HAK_PAGE_SIZE
+#define MiB ((size_t)1 << 20)
+
+static struct hak_os_config default_config;
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static uint64_t stat_get(enum hak_stat id) {
+  struct hak_stats_snapshot s;
+  hak_stats_snapshot(&s);
+  return s.count[id];
+}
+
+/* Counters at a point in time; delta() reads one of them against now. */
+struct counters {
+  struct hak_stats_snapshot s;
+};
+static struct counters mark(void) {
+  struct counters c;
+  hak_stats_snapshot(&c.s);
+  return c;
+}
+static uint64_t delta(const struct counters *c, enum hak_stat id) {
+  return stat_get(id) - c->s.count[id];
+}
+
+static void configure(unsigned cache, unsigned reserve, size_t huge_bytes) {
+  struct hak_os_config cfg = default_config;
+  cfg.superslab_cache = cache;
+  cfg.superslab_reserve = reserve;
+  cfg.huge_cache_bytes = huge_bytes;
+  cfg.transparent_huge_pages = false;
+  hak_os_configure(&cfg);
+}
+
+static void assert_cache(unsigned committed, unsigned decommitted,
+                         unsigned huge_regions, size_t huge_bytes) {
+  struct hak_os_cache_info i = hak_os_cache_info();
+  assert_int_equal(i.superslabs_committed, committed);
+  assert_int_equal(i.superslabs_decommitted, decommitted);
+  assert_int_equal(i.huge_regions, huge_regions);
+  assert_int_equal(i.huge_bytes, huge_bytes);
+}
+
+/* Whether [p, p + n) is mapped at all (mincore fails with ENOMEM on a hole). */
+static int is_mapped(const void *p, size_t n) {
+  size_t pages = (n + PAGE - 1) / PAGE;
+  unsigned char *vec = malloc(pages);
+  assert_non_null(vec);
+  int r = mincore((void *)p, n, vec);
+  int e = errno;
+  free(vec);
+  if (r == 0)
+    return 1;
+  assert_int_equal(e, ENOMEM);
+  return 0;
+}
+
+static int all_zero(const void *p, size_t n) {
+  const uint64_t *w = p;
+  for (size_t i = 0; i < n / sizeof *w; i++)
+    if (w[i])
+      return 0;
+  return 1;
+}
+
+/* Writes the first and last word of every page, so that the whole range is
+ * proven writable (a fault would end the test). */
+static void touch_pages(void *p, size_t n, uint64_t v) {
+  for (size_t off = 0; off < n; off += PAGE) {
+    *(volatile uint64_t *)((char *)p + off) = v;
+    *(volatile uint64_t *)((char *)p + off + PAGE - sizeof(uint64_t)) = v;
+  }
+}
+
+static int pages_hold(const void *p, size_t n, uint64_t v) {
+  for (size_t off = 0; off < n; off += PAGE) {
+    if (*(const volatile uint64_t *)((const char *)p + off) != v ||
+        *(const volatile uint64_t *)((const char *)p + off + PAGE - sizeof(uint64_t)) != v)
+      return 0;
+  }
+  return 1;
+}
+
+static int setup(void **state) {
+  (void)state;
+  hak_os_fail_next_mappings(0);
+  hak_os_release_caches();
+  configure(2, 16, 64 * MiB);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  hak_os_fail_next_mappings(0);
+  hak_os_release_caches();
+  hak_os_configure(&default_config);
+  return 0;
+}
+
+/* ---- superslabs ------------------------------------------------------------ */
+
+static void test_superslab_aligned_writable_zeroed(void **state) {
+  (void)state;
+  void *ss[3];
+  for (int i = 0; i < 3; i++) {
+    bool zeroed = false;
+    ss[i] = hak_os_superslab_alloc(&zeroed);
+    assert_non_null(ss[i]);
+    assert_int_equal((uintptr_t)ss[i] % SS, 0);
+    assert_true(zeroed); /* caches are empty: fresh from the kernel */
+    assert_true(all_zero(ss[i], SS));
+    assert_ptr_equal(hak_region_of((char *)ss[i] + SS - 1), ss[i]);
+    assert_ptr_equal(hak_region_of((char *)ss[i] + SS / 2), ss[i]);
+    memset(ss[i], 0x5A, SS); /* writable over its whole size */
+    for (int j = 0; j < i; j++) /* disjoint from the others */
+      assert_true((char *)ss[i] + SS <= (char *)ss[j] ||
+                  (char *)ss[j] + SS <= (char *)ss[i]);
+  }
+  for (int i = 0; i < 3; i++) {
+    const unsigned char *b = ss[i];
+    assert_int_equal(b[0], 0x5A);
+    assert_int_equal(b[SS - 1], 0x5A);
+  }
+  for (int i = 0; i < 3; i++)
+    hak_os_superslab_free(ss[i]);
+}
+
+static void test_registry(void **state) {
+  (void)state;
+  configure(1, 0, 0);
+  bool zeroed;
+  char *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  assert_true(hak_os_is_region(ss));
+  /* Interior pointers are not region bases. */
+  assert_false(hak_os_is_region(ss + 1));
+  assert_false(hak_os_is_region(ss + 16));
+  assert_false(hak_os_is_region(ss + PAGE));
+  assert_false(hak_os_is_region(ss + SS / 2));
+  assert_false(hak_os_is_region(ss + SS - 1));
+  /* Foreign pointers. */
+  int local = 0;
+  static int global_var;
+  void *heap = malloc(64);
+  assert_non_null(heap);
+  assert_false(hak_os_is_region(NULL));
+  assert_false(hak_os_is_region(&local));
+  assert_false(hak_os_is_region(&global_var));
+  assert_false(hak_os_is_region(heap));
+  assert_false(hak_os_is_region((void *)(uintptr_t)-1));
+  assert_false(hak_os_is_region((void *)((uintptr_t)1 << 62)));
+  free(heap);
+  /* A superslab-aligned mapping hakmem did not make. */
+  char *raw = mmap(NULL, 2 * SS, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(raw != MAP_FAILED);
+  char *aligned = (char *)(((uintptr_t)raw + SS - 1) & ~(uintptr_t)(SS - 1));
+  assert_false(hak_os_is_region(aligned));
+  munmap(raw, 2 * SS);
+
+  /* Cached (committed) regions stay mapped, hence registered. */
+  hak_os_superslab_free(ss);
+  assert_cache(1, 0, 0, 0);
+  assert_true(hak_os_is_region(ss));
+  assert_true(is_mapped(ss, SS));
+
+  /* A second free region finds the cache full and no reserve: unmapped. */
+  char *a = hak_os_superslab_alloc(&zeroed);
+  char *b = hak_os_superslab_alloc(&zeroed);
+  assert_ptr_equal(a, ss);
+  assert_non_null(b);
+  assert_true(hak_os_is_region(b));
+  hak_os_superslab_free(a);
+  hak_os_superslab_free(b);
+  assert_cache(1, 0, 0, 0);
+  assert_true(hak_os_is_region(a));
+  assert_false(hak_os_is_region(b));
+  assert_false(is_mapped(b, SS));
+
+  /* Released caches unregister their regions. */
+  hak_os_release_caches();
+  assert_cache(0, 0, 0, 0);
+  assert_false(hak_os_is_region(a));
+  assert_false(is_mapped(a, SS));
+
+  /* Huge regions: the base only, and no longer once unmapped. */
+  size_t mapped;
+  char *h = hak_os_huge_alloc(3 * SS, &mapped, &zeroed);
+  assert_non_null(h);
+  assert_true(hak_os_is_region(h));
+  assert_false(hak_os_is_region(h + SS));
+  assert_false(hak_os_is_region(h + 2 * SS));
+  hak_os_huge_free(h, mapped); /* huge cache of 0 bytes: unmapped */
+  assert_cache(0, 0, 0, 0);
+  assert_false(hak_os_is_region(h));
+  assert_false(is_mapped(h, mapped));
+}
+
+static void test_superslab_warm_reuse(void **state) {
+  (void)state;
+  configure(2, 0, 0);
+  bool zeroed;
+  void *a = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(a);
+  assert_true(zeroed);
+  memset(a, 0xC3, SS);
+  hak_os_superslab_free(a);
+  assert_cache(1, 0, 0, 0);
+
+  struct counters c = mark();
+  void *b = hak_os_superslab_alloc(&zeroed);
+  assert_ptr_equal(b, a);
+  assert_false(zeroed); /* it kept its pages: not known to be zero */
+  assert_cache(0, 0, 0, 0);
+  assert_true(hak_os_is_region(b));
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 0);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 0);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_REUSED), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_NEW), 0);
+  }
+
+  /* A steady working set of two superslabs makes no system call. */
+  void *d = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(d);
+  c = mark();
+  for (int i = 0; i < 200; i++) {
+    hak_os_superslab_free(b);
+    hak_os_superslab_free(d);
+    void *x = hak_os_superslab_alloc(&zeroed);
+    assert_false(zeroed);
+    void *y = hak_os_superslab_alloc(&zeroed);
+    assert_false(zeroed);
+    /* LIFO: the last one freed comes back first. */
+    assert_ptr_equal(x, d);
+    assert_ptr_equal(y, b);
+  }
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 0);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 0);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 0);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_REUSED), 400);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_RELEASED), 400);
+  }
+  hak_os_superslab_free(b);
+  hak_os_superslab_free(d);
+}
+
+static void test_superslab_cold_reuse(void **state) {
+  (void)state;
+  configure(0, 4, 0);
+  bool zeroed;
+  unsigned char *a = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(a);
+  memset(a, 0xAB, SS);
+
+  struct counters c = mark();
+  hak_os_superslab_free(a);
+  assert_cache(0, 1, 0, 0);
+  assert_true(hak_os_is_region(a)); /* still mapped, decommitted */
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_DECOMMITTED), SS);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 0);
+  }
+
+  c = mark();
+  unsigned char *b = hak_os_superslab_alloc(&zeroed);
+  assert_ptr_equal(b, a);
+  assert_true(zeroed); /* decommitted: every byte reads zero */
+  assert_true(all_zero(b, SS));
+  assert_cache(0, 0, 0, 0);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 0);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_REUSED), 1);
+  }
+  hak_os_superslab_free(b);
+}
+
+/* Frees go to the warm cache, then the reserve, then back to the kernel;
+ * allocations take warm ones first, then reserve, then map. */
+static void test_superslab_cache_bounds(void **state) {
+  (void)state;
+  configure(2, 3, 0);
+  bool zeroed;
+  void *ss[7];
+  for (int i = 0; i < 7; i++) {
+    ss[i] = hak_os_superslab_alloc(&zeroed);
+    assert_non_null(ss[i]);
+    assert_true(zeroed);
+  }
+  struct counters c = mark();
+  for (int i = 0; i < 7; i++)
+    hak_os_superslab_free(ss[i]);
+  assert_cache(2, 3, 0, 0);
+  for (int i = 0; i < 5; i++)
+    assert_true(hak_os_is_region(ss[i]));
+  for (int i = 5; i < 7; i++) {
+    assert_false(hak_os_is_region(ss[i]));
+    assert_false(is_mapped(ss[i], SS));
+  }
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 3);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 2);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), 2 * SS);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_RELEASED), 7);
+  }
+
+  /* Warm ones first (LIFO), not zeroed; then the reserve, zeroed. */
+  static const int order[5] = {1, 0, 4, 3, 2};
+  c = mark();
+  for (int i = 0; i < 5; i++) {
+    void *p = hak_os_superslab_alloc(&zeroed);
+    assert_ptr_equal(p, ss[order[i]]);
+    assert_int_equal(zeroed, i >= 2);
+  }
+  assert_cache(0, 0, 0, 0);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 0);
+  /* Then a new mapping. */
+  void *n = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(n);
+  assert_true(zeroed);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 1);
+  hak_os_superslab_free(n);
+  for (int i = 0; i < 5; i++)
+    hak_os_superslab_free(ss[i]);
+}
+
+/* ---- decommit ---------------------------------------------------------------- */
+
+static void test_decommit_reads_zero(void **state) {
+  (void)state;
+  bool zeroed;
+  unsigned char *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  memset(ss, 0x77, SS);
+
+  /* A range in the middle: exactly its pages read zero after. */
+  struct counters c = mark();
+  hak_os_decommit(ss + 4 * PAGE, 8 * PAGE);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_DECOMMITTED), 8 * PAGE);
+  }
+  assert_int_equal(ss[4 * PAGE - 1], 0x77);
+  assert_true(all_zero(ss + 4 * PAGE, 8 * PAGE));
+  assert_int_equal(ss[12 * PAGE], 0x77);
+  assert_int_equal(ss[SS - 1], 0x77);
+
+  /* Zero bytes: no system call. */
+  c = mark();
+  hak_os_decommit(ss, 0);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 0);
+  assert_int_equal(ss[0], 0x77);
+
+  /* The whole superslab, then reuse: a write commits again. */
+  hak_os_decommit(ss, SS);
+  assert_true(all_zero(ss, SS));
+  memset(ss, 0x11, SS);
+  assert_int_equal(ss[0], 0x11);
+  assert_int_equal(ss[SS - 1], 0x11);
+  hak_os_superslab_free(ss);
+}
+
+static void test_decommit_drops_rss(void **state) {
+  (void)state;
+  const size_t n = 64 * MiB;
+  const size_t slack = 16 * MiB;
+  size_t mapped;
+  bool zeroed;
+  unsigned char *h = hak_os_huge_alloc(n, &mapped, &zeroed);
+  assert_non_null(h);
+  assert_int_equal(mapped, n);
+  size_t before = hak_os_rss_current();
+  assert_true(before > 0);
+  memset(h, 0x3C, n);
+  size_t committed = hak_os_rss_current();
+  assert_true(committed >= before + n - slack);
+  hak_os_decommit(h, n);
+  size_t after = hak_os_rss_current();
+  assert_true(after + n - slack <= committed);
+  assert_true(all_zero(h, n)); /* reading does not commit */
+  size_t read = hak_os_rss_current();
+  assert_true(read + n - slack <= committed);
+  /* The peak remembers the committed high-water mark. */
+  assert_true(hak_os_rss_peak() + slack >= committed);
+  hak_os_huge_free(h, mapped);
+  hak_os_release_caches();
+}
+
+/* ---- huge regions -------------------------------------------------------------- */
+
+static void test_huge_rounding_alignment(void **state) {
+  (void)state;
+  configure(2, 16, 0); /* no huge cache: every free unmaps */
+  static const size_t sizes[] = {1, PAGE - 1, PAGE, PAGE + 1, SS - 1, SS,
+                                 SS + 1, 5 * MiB + 123, 9 * MiB};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    size_t want = (sizes[i] + PAGE - 1) / PAGE * PAGE;
+    size_t mapped = 0;
+    bool zeroed = false;
+    char *h = hak_os_huge_alloc(sizes[i], &mapped, &zeroed);
+    assert_non_null(h);
+    assert_int_equal(mapped, want);
+    assert_int_equal((uintptr_t)h % SS, 0);
+    assert_true(zeroed);
+    assert_true(hak_os_is_region(h));
+    assert_true(all_zero(h, mapped));
+    touch_pages(h, mapped, 0x1234 + i);
+    assert_true(pages_hold(h, mapped, 0x1234 + i));
+    /* Nothing beyond the rounded size is mapped as part of it. */
+    assert_false(is_mapped(h + mapped, PAGE));
+    hak_os_huge_free(h, mapped);
+    assert_false(is_mapped(h, mapped));
+  }
+}
+
+static void test_huge_impossible_size(void **state) {
+  (void)state;
+  size_t mapped = 77;
+  bool zeroed;
+  errno = 0;
+  assert_null(hak_os_huge_alloc(SIZE_MAX, &mapped, &zeroed));
+  assert_int_equal(errno, ENOMEM);
+  errno = 0;
+  assert_null(hak_os_huge_alloc(SIZE_MAX - PAGE + 2, &mapped, &zeroed));
+  assert_int_equal(errno, ENOMEM);
+  errno = 0;
+  assert_null(hak_os_huge_alloc(((size_t)1 << 46) + 1, &mapped, &zeroed));
+  assert_int_equal(errno, ENOMEM);
+}
+
+/* Reserves [p, p + n) if nothing is mapped there; returns whether it did. */
+static int reserve_fixed(void *p, size_t n) {
+  void *r = mmap(p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                 -1, 0);
+  if (r == MAP_FAILED)
+    return 0;
+  if (r != p) { /* old kernels ignore the flag: treat as a hint */
+    munmap(r, n);
+    return 0;
+  }
+  return 1;
+}
+
+static void test_huge_resize(void **state) {
+  (void)state;
+  configure(2, 16, 0);
+  size_t mapped, m2;
+  bool zeroed;
+  char *h = hak_os_huge_alloc(8 * MiB, &mapped, &zeroed);
+  assert_non_null(h);
+  assert_int_equal(mapped, 8 * MiB);
+  touch_pages(h, mapped, 0xAA);
+
+  /* Same size (after rounding): true, unchanged. */
+  assert_true(hak_os_huge_resize(h, mapped, 8 * MiB - 100, &m2));
+  assert_int_equal(m2, 8 * MiB);
+
+  /* Shrink in place: the tail is unmapped, the head keeps its contents. */
+  struct counters c = mark();
+  assert_true(hak_os_huge_resize(h, mapped, 4 * MiB + 1, &m2));
+  assert_int_equal(m2, 4 * MiB + PAGE);
+  assert_true(pages_hold(h, m2, 0xAA));
+  assert_false(is_mapped(h + m2, 8 * MiB - m2));
+  assert_true(hak_os_is_region(h));
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), 8 * MiB - m2);
+  }
+  mapped = m2;
+
+  /* Grow where nothing is mapped after the region (the tail just given
+   * back): in place. */
+  if (reserve_fixed(h + mapped, 8 * MiB - mapped)) {
+    munmap(h + mapped, 8 * MiB - mapped);
+    c = mark();
+    assert_true(hak_os_huge_resize(h, mapped, 8 * MiB, &m2));
+    assert_int_equal(m2, 8 * MiB);
+    assert_true(pages_hold(h, mapped, 0xAA)); /* old part kept */
+    assert_true(all_zero(h + mapped, m2 - mapped)); /* new part zero */
+    touch_pages(h, m2, 0xBB);
+    if (HAK_GATE_COUNT_SYSCALLS) {
+      assert_int_equal(delta(&c, HAK_STAT_SYS_MREMAP), 1);
+      assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_MAPPED), m2 - mapped);
+    }
+    mapped = m2;
+  } else {
+    print_message("note: address space after the region is taken, "
+                  "in-place growth not exercised\n");
+  }
+
+  /* Grow into a taken range: false, and the region is left as it was. */
+  if (reserve_fixed(h + mapped, PAGE)) {
+    m2 = 12345;
+    touch_pages(h, mapped, 0xCC);
+    assert_false(hak_os_huge_resize(h, mapped, mapped + 2 * PAGE, &m2));
+    assert_true(pages_hold(h, mapped, 0xCC));
+    assert_true(is_mapped(h, mapped));
+    munmap(h + mapped, PAGE);
+  }
+  hak_os_huge_free(h, mapped);
+  assert_false(is_mapped(h, mapped));
+}
+
+static void test_huge_cache_reuse(void **state) {
+  (void)state;
+  configure(2, 16, 64 * MiB);
+  size_t mapped;
+  bool zeroed;
+  char *a = hak_os_huge_alloc(8 * MiB, &mapped, &zeroed);
+  assert_non_null(a);
+  assert_true(zeroed);
+  size_t a_mapped = mapped;
+  memset(a, 0x42, a_mapped);
+  hak_os_huge_free(a, a_mapped);
+  assert_cache(0, 0, 1, 8 * MiB);
+  assert_true(hak_os_is_region(a)); /* cached: still mapped */
+
+  /* Within 2x: the cached region comes back, whole, not zeroed. */
+  struct counters c = mark();
+  char *b = hak_os_huge_alloc(6 * MiB, &mapped, &zeroed);
+  assert_ptr_equal(b, a);
+  assert_int_equal(mapped, 8 * MiB);
+  assert_false(zeroed);
+  assert_cache(0, 0, 0, 0);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 0);
+    assert_int_equal(delta(&c, HAK_STAT_OS_HUGE_REUSED), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_HUGE_NEW), 0);
+  }
+  hak_os_huge_free(b, mapped);
+
+  /* Exactly half the cached size still fits. */
+  b = hak_os_huge_alloc(4 * MiB, &mapped, &zeroed);
+  assert_ptr_equal(b, a);
+  assert_int_equal(mapped, 8 * MiB);
+  hak_os_huge_free(b, mapped);
+
+  /* Less than half: a new mapping; the cached region stays cached. */
+  c = mark();
+  char *s = hak_os_huge_alloc(4 * MiB - PAGE, &mapped, &zeroed);
+  assert_non_null(s);
+  assert_true(s != a);
+  assert_int_equal(mapped, 4 * MiB - PAGE);
+  assert_true(zeroed);
+  assert_cache(0, 0, 1, 8 * MiB);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_HUGE_NEW), 1);
+  }
+  size_t s_mapped = mapped;
+
+  /* Bigger than the cached region: a new mapping. */
+  char *l = hak_os_huge_alloc(8 * MiB + 1, &mapped, &zeroed);
+  assert_non_null(l);
+  assert_true(l != a);
+  assert_int_equal(mapped, 8 * MiB + PAGE);
+  assert_true(zeroed);
+  size_t l_mapped = mapped;
+  assert_cache(0, 0, 1, 8 * MiB);
+
+  /* Best fit: of 8 MiB + 4 KiB and 8 MiB (and 4 MiB - 4 KiB, too small),
+   * a request of 7 MiB takes the 8 MiB one. */
+  hak_os_huge_free(l, l_mapped);
+  hak_os_huge_free(s, s_mapped);
+  assert_cache(0, 0, 3, 8 * MiB + 8 * MiB + PAGE + 4 * MiB - PAGE);
+  b = hak_os_huge_alloc(7 * MiB, &mapped, &zeroed);
+  assert_ptr_equal(b, a);
+  assert_int_equal(mapped, 8 * MiB);
+  b = hak_os_huge_alloc(7 * MiB, &mapped, &zeroed);
+  assert_ptr_equal(b, l);
+  assert_int_equal(mapped, 8 * MiB + PAGE);
+  b = hak_os_huge_alloc(2 * MiB, &mapped, &zeroed);
+  assert_ptr_equal(b, s);
+  assert_cache(0, 0, 0, 0);
+  hak_os_huge_free(a, 8 * MiB);
+  hak_os_huge_free(l, l_mapped);
+  hak_os_huge_free(s, s_mapped);
+}
+
+static void test_huge_cache_bounds(void **state) {
+  (void)state;
+  configure(2, 16, 16 * MiB);
+  size_t ma, mb, mc, md;
+  bool zeroed;
+  char *a = hak_os_huge_alloc(8 * MiB, &ma, &zeroed);
+  char *b = hak_os_huge_alloc(8 * MiB, &mb, &zeroed);
+  char *c = hak_os_huge_alloc(4 * MiB, &mc, &zeroed);
+  char *d = hak_os_huge_alloc(32 * MiB, &md, &zeroed);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_non_null(d);
+  hak_os_huge_free(a, ma);
+  hak_os_huge_free(b, mb);
+  assert_cache(0, 0, 2, 16 * MiB);
+  /* Over the byte bound: the oldest entry is unmapped to make room. */
+  hak_os_huge_free(c, mc);
+  assert_cache(0, 0, 2, 12 * MiB);
+  assert_false(hak_os_is_region(a));
+  assert_false(is_mapped(a, ma));
+  assert_true(hak_os_is_region(b));
+  assert_true(hak_os_is_region(c));
+  /* Bigger than the whole cache: unmapped at once, the cache untouched. */
+  hak_os_huge_free(d, md);
+  assert_cache(0, 0, 2, 12 * MiB);
+  assert_false(hak_os_is_region(d));
+  assert_false(is_mapped(d, md));
+  hak_os_release_caches();
+  assert_cache(0, 0, 0, 0);
+  assert_false(hak_os_is_region(b));
+  assert_false(hak_os_is_region(c));
+
+  /* The number of cached regions is bounded too (bytes allowing). */
+  configure(2, 16, 1024 * MiB);
+  enum { N = 40 };
+  char *r[N];
+  size_t m[N];
+  for (int i = 0; i < N; i++) {
+    r[i] = hak_os_huge_alloc(PAGE, &m[i], &zeroed);
+    assert_non_null(r[i]);
+  }
+  for (int i = 0; i < N; i++)
+    hak_os_huge_free(r[i], m[i]);
+  struct hak_os_cache_info info = hak_os_cache_info();
+  assert_true(info.huge_regions >= 1);
+  assert_true(info.huge_regions < N);
+  assert_int_equal(info.huge_bytes, info.huge_regions * PAGE);
+  /* The newest ones are kept, the oldest unmapped. */
+  assert_true(hak_os_is_region(r[N - 1]));
+  assert_false(hak_os_is_region(r[0]));
+  hak_os_release_caches();
+  for (int i = 0; i < N; i++)
+    assert_false(hak_os_is_region(r[i]));
+}
+
+/* ---- counters -------------------------------------------------------------------- */
+
+static void test_syscall_counters(void **state) {
+  (void)state;
+  configure(0, 0, 0);
+  struct hak_stats_snapshot before;
+  hak_stats_snapshot(&before);
+  struct counters c = {before};
+
+  bool zeroed;
+  void *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    /* One over-sized mapping, trimmed at one or both ends. */
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_MAPPED), 2 * SS);
+    assert_in_range(delta(&c, HAK_STAT_SYS_MUNMAP), 1, 2);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), SS);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_NEW), 1);
+  }
+  c = mark();
+  hak_os_superslab_free(ss); /* no cache: unmapped */
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), SS);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_RELEASED), 1);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 0);
+  }
+
+  /* Transparent huge pages: one madvise per new superslab. */
+  struct hak_os_config cfg = default_config;
+  cfg.superslab_cache = 0;
+  cfg.superslab_reserve = 0;
+  cfg.huge_cache_bytes = 0;
+  cfg.transparent_huge_pages = true;
+  hak_os_configure(&cfg);
+  c = mark();
+  ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 1);
+  hak_os_superslab_free(ss);
+  configure(0, 0, 0);
+
+  c = mark();
+  size_t mapped;
+  char *h = hak_os_huge_alloc(2 * SS + PAGE, &mapped, &zeroed);
+  assert_non_null(h);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_MAPPED), 3 * SS + PAGE);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), SS);
+    assert_int_equal(delta(&c, HAK_STAT_OS_HUGE_NEW), 1);
+  }
+  c = mark();
+  hak_os_huge_free(h, mapped);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), mapped);
+  }
+
+  if (!HAK_GATE_COUNT_SYSCALLS && !HAK_GATE_COUNT_PATHS) {
+    /* The fast build keeps no counters: the snapshot is all zeros. */
+    struct hak_stats_snapshot s;
+    memset(&s, 0xFF, sizeof s);
+    hak_stats_snapshot(&s);
+    struct hak_stats_snapshot zero;
+    memset(&zero, 0, sizeof zero);
+    assert_memory_equal(&s, &zero, sizeof s);
+  }
+}
+
+/* ---- injected failures ------------------------------------------------------------ */
+
+static void test_injected_failure(void **state) {
+  (void)state;
+  configure(2, 16, 64 * MiB);
+  bool zeroed;
+  size_t mapped = 99;
+
+  struct counters c = mark();
+  hak_os_fail_next_mappings(1);
+  errno = 0;
+  assert_null(hak_os_superslab_alloc(&zeroed));
+  assert_int_equal(errno, ENOMEM);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 0);
+    assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_NEW), 0);
+  }
+  void *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  assert_true(zeroed);
+
+  hak_os_fail_next_mappings(1);
+  errno = 0;
+  assert_null(hak_os_huge_alloc(5 * MiB, &mapped, &zeroed));
+  assert_int_equal(errno, ENOMEM);
+  char *h = hak_os_huge_alloc(5 * MiB, &mapped, &zeroed);
+  assert_non_null(h);
+  assert_int_equal(mapped, 5 * MiB);
+
+  /* n failures, then success. */
+  hak_os_fail_next_mappings(2);
+  errno = 0;
+  assert_null(hak_os_superslab_alloc(&zeroed));
+  assert_int_equal(errno, ENOMEM);
+  errno = 0;
+  assert_null(hak_os_huge_alloc(PAGE, &mapped, &zeroed));
+  assert_int_equal(errno, ENOMEM);
+  void *ss2 = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss2);
+
+  /* Reuse from a cache is not a mapping: it succeeds, and the failure
+   * waits for the next mapping. */
+  hak_os_superslab_free(ss2);
+  hak_os_huge_free(h, 5 * MiB);
+  hak_os_fail_next_mappings(1);
+  void *w = hak_os_superslab_alloc(&zeroed);
+  assert_ptr_equal(w, ss2);
+  char *h2 = hak_os_huge_alloc(4 * MiB, &mapped, &zeroed);
+  assert_ptr_equal(h2, h);
+  errno = 0;
+  assert_null(hak_os_superslab_alloc(&zeroed));
+  assert_int_equal(errno, ENOMEM);
+
+  hak_os_superslab_free(ss);
+  hak_os_superslab_free(w);
+  hak_os_huge_free(h2, mapped);
+}
+
+/* A bound above the number of cache slots is clamped: the extra frees are
+ * unmapped instead of overflowing the cache. */
+static void test_configure_clamps(void **state) {
+  (void)state;
+  configure(100000, 100000, 0);
+  enum { N = 160 };
+  static void *ss[N];
+  bool zeroed;
+  for (int i = 0; i < N; i++) {
+    ss[i] = hak_os_superslab_alloc(&zeroed);
+    assert_non_null(ss[i]);
+  }
+  for (int i = 0; i < N; i++)
+    hak_os_superslab_free(ss[i]);
+  struct hak_os_cache_info info = hak_os_cache_info();
+  assert_true(info.superslabs_committed >= 2);
+  assert_true(info.superslabs_committed < N);
+  assert_true(info.superslabs_decommitted < N);
+  unsigned kept = info.superslabs_committed + info.superslabs_decommitted;
+  assert_true(kept < N);
+  unsigned registered = 0;
+  for (int i = 0; i < N; i++)
+    registered += hak_os_is_region(ss[i]);
+  assert_int_equal(registered, kept);
+  /* Everything kept comes back, each region once. */
+  for (unsigned i = 0; i < kept; i++) {
+    void *p = hak_os_superslab_alloc(&zeroed);
+    assert_true(hak_os_is_region(p));
+    ((struct hak_region *)p)->kind = HAK_REGION_MID;
+  }
+  assert_cache(0, 0, 0, 0);
+  for (int i = 0; i < N; i++)
+    if (hak_os_is_region(ss[i])) {
+      assert_int_equal(((struct hak_region *)ss[i])->kind, HAK_REGION_MID);
+      hak_os_superslab_free(ss[i]);
+    }
+}
+
+/* Threads taking and returning superslabs and huge regions at once: no
+ * region is ever handed to two holders. */
+#define THREADS 4
+#define ROUNDS 300
+static void *worker(void *arg) {
+  uintptr_t id = (uintptr_t)arg;
+  unsigned seed = (unsigned)id * 2654435761u;
+  for (int r = 0; r < ROUNDS; r++) {
+    bool zeroed;
+    size_t mapped = 0;
+    void *held[3] = {0};
+    size_t held_mapped[3] = {0};
+    int n = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 3;
+    for (int i = 0; i < n; i++) {
+      if (i == 2) {
+        held[i] = hak_os_huge_alloc(SS + PAGE, &mapped, &zeroed);
+        held_mapped[i] = mapped;
+      } else {
+        held[i] = hak_os_superslab_alloc(&zeroed);
+      }
+      if (!held[i] || !hak_os_is_region(held[i]))
+        return (void *)1;
+      uint64_t *w = held[i];
+      w[1] = id;
+      w[2] = (uint64_t)r;
+      w[SS / 8 - 1] = id;
+    }
+    for (int i = 0; i < n; i++) {
+      const uint64_t *w = held[i];
+      if (w[1] != id || w[2] != (uint64_t)r || w[SS / 8 - 1] != id)
+        return (void *)2; /* someone else holds it too */
+    }
+    for (int i = 0; i < n; i++) {
+      if (i == 2)
+        hak_os_huge_free(held[i], held_mapped[i]);
+      else
+        hak_os_superslab_free(held[i]);
+    }
+  }
+  return NULL;
+}
+
+static void test_threads(void **state) {
+  (void)state;
+  configure(3, 2, 8 * MiB);
+  struct counters c = mark();
+  pthread_t t[THREADS];
+  for (uintptr_t i = 0; i < THREADS; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, worker, (void *)(i + 1)), 0);
+  for (int i = 0; i < THREADS; i++) {
+    void *ret;
+    assert_int_equal(pthread_join(t[i], &ret), 0);
+    assert_null(ret);
+  }
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    /* Counted by the threads, which have exited; every region taken was
+     * either new or reused, and every one was released. */
+    uint64_t taken = delta(&c, HAK_STAT_OS_SUPERSLAB_NEW) +
+                     delta(&c, HAK_STAT_OS_SUPERSLAB_REUSED);
+    assert_int_equal(taken, delta(&c, HAK_STAT_OS_SUPERSLAB_RELEASED));
+    assert_true(taken >= THREADS * ROUNDS);
+  }
+}
+
+/* fork while another thread could hold the lock: the child's lock works. */
+static void test_fork(void **state) {
+  (void)state;
+  hak_os_fork_prepare();
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    hak_os_fork_child();
+    alarm(10); /* a dead lock ends the child instead of hanging */
+    bool zeroed;
+    void *ss = hak_os_superslab_alloc(&zeroed);
+    if (!ss || !hak_os_is_region(ss))
+      _exit(3);
+    hak_os_superslab_free(ss);
+    _exit(0);
+  }
+  hak_os_fork_parent();
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  bool zeroed;
+  void *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  hak_os_superslab_free(ss);
+}
+
+/* Messages go to descriptor 2 whole, whatever their length. */
+static void test_write_stderr(void **state) {
+  (void)state;
+  char path[] = "/tmp/hak_test_os_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  int saved = dup(2);
+  assert_true(saved >= 0);
+  static char msg[100000];
+  for (size_t i = 0; i < sizeof msg; i++)
+    msg[i] = (char)('a' + i % 26);
+  assert_int_equal(dup2(fd, 2), 2);
+  hak_os_write_stderr(msg, sizeof msg);
+  hak_os_write_stderr("", 0);
+  assert_int_equal(dup2(saved, 2), 2);
+  close(saved);
+  static char back[sizeof msg + 1];
+  assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+  size_t got = 0;
+  for (;;) {
+    ssize_t r = read(fd, back + got, sizeof back - got);
+    assert_true(r >= 0);
+    if (r == 0)
+      break;
+    got += (size_t)r;
+  }
+  close(fd);
+  assert_int_equal(got, sizeof msg);
+  assert_memory_equal(back, msg, sizeof msg);
+}
+
+int main(void) {
+  default_config = hak_os_default_config();
+  /* Warm-up: the registry is mapped by the first allocation; doing it here
+   * keeps that one-time mapping out of the counted deltas. */
+  bool zeroed;
+  hak_os_superslab_free(hak_os_superslab_alloc(&zeroed));
+  hak_os_release_caches();
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_superslab_aligned_writable_zeroed),
+      T(test_registry),
+      T(test_superslab_warm_reuse),
+      T(test_superslab_cold_reuse),
+      T(test_superslab_cache_bounds),
+      T(test_decommit_reads_zero),
+      T(test_decommit_drops_rss),
+      T(test_huge_rounding_alignment),
+      T(test_huge_impossible_size),
+      T(test_huge_resize),
+      T(test_huge_cache_reuse),
+      T(test_huge_cache_bounds),
+      T(test_syscall_counters),
+      T(test_injected_failure),
+      T(test_configure_clamps),
+      T(test_threads),
+      T(test_fork),
+      T(test_write_stderr),
+  };
+  return cmocka_run_group_tests_name("os", tests, NULL, NULL);
+}
