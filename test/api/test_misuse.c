@@ -1,0 +1,287 @@
+/* test_misuse.c - misuse is reported and aborts (checked builds).
+ *
+ * Each case runs in a forked child whose stderr is a pipe: the child does
+ * the misuse and must die by SIGABRT; the parent reads what it wrote and
+ * asserts that the message names the problem ("double free", "invalid
+ * pointer") and the address, printed with %p.  The fast build has no
+ * checks (HAK_GATE_CHECKS is 0): there every case is skipped.
+ *
+ * The child never returns into cmocka: if the misuse goes unnoticed it
+ * exits with status 99, which the parent reports.  Under AddressSanitizer
+ * (the debug preset) the child's abort is a plain SIGABRT: ASan does not
+ * handle SIGABRT unless asked (handle_abort=0 by default), so nothing is
+ * reported as an ASan error.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "api_test.h"
+#include "hak_stats.h" /* HAK_GATE_CHECKS */
+
+typedef void (*misuse_fn)(void *arg);
+
+/* The fast build trusts its input: there is nothing to test. */
+#define REQUIRE_CHECKS()                                                       \
+  do {                                                                         \
+    if (!HAK_GATE_CHECKS)                                                      \
+      skip();                                                                  \
+  } while (0)
+
+/* Runs fn(arg) in a child; asserts the child died by SIGABRT with a message
+ * on stderr that contains `problem` and the address `addr` as %p prints it. */
+static void expect_abort(misuse_fn fn, void *arg, const char *problem,
+                         const void *addr) {
+  if (!HAK_GATE_CHECKS) {
+    skip(); /* the fast build does not check */
+    return;
+  }
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    if (dup2(fds[1], 2) < 0)
+      _exit(98);
+    close(fds[1]);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core); /* an expected abort: no core file */
+    alarm(20);
+    fn(arg);
+    static const char msg[] = "misuse went unnoticed\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(99);
+  }
+  close(fds[1]);
+  char out[4096];
+  size_t len = 0;
+  for (;;) {
+    ssize_t r = read(fds[0], out + len, sizeof out - 1 - len);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    len += (size_t)r;
+    if (len == sizeof out - 1)
+      break;
+  }
+  out[len] = 0;
+  close(fds[0]);
+  int status;
+  pid_t w;
+  do
+    w = waitpid(pid, &status, 0);
+  while (w < 0 && errno == EINTR);
+  assert_int_equal(w, pid);
+
+  char where[64];
+  snprintf(where, sizeof where, "%p", addr);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT) {
+    if (WIFEXITED(status))
+      fail_msg("expected SIGABRT for \"%s\" at %s; the child exited with %d; "
+               "its stderr: \"%s\"", problem, where, WEXITSTATUS(status), out);
+    fail_msg("expected SIGABRT for \"%s\" at %s; the child died by signal %d; "
+             "its stderr: \"%s\"", problem, where,
+             WIFSIGNALED(status) ? WTERMSIG(status) : -1, out);
+  }
+  if (strstr(out, problem) == NULL)
+    fail_msg("the message does not say \"%s\": \"%s\"", problem, out);
+  if (strstr(out, where) == NULL)
+    fail_msg("the message does not give the address %s: \"%s\"", where, out);
+  if (strstr(out, "hakmem") == NULL)
+    fail_msg("the message does not say who reports it: \"%s\"", out);
+}
+
+/* ---- the misuses (run in the child) ---------------------------------- */
+
+static void free_twice(void *p) {
+  hak_free(p);
+  hak_free(p);
+}
+
+static void free_once(void *p) { hak_free(p); }
+
+static void realloc_zero_then_free(void *p) {
+  if (hak_realloc(p, 0) != NULL)
+    _exit(97);
+  hak_free(p); /* realloc(p, 0) freed it: this is the second free */
+}
+
+static void *free_in_thread(void *p) {
+  hak_free(p);
+  return NULL;
+}
+
+static void free_remotely_then_locally(void *p) {
+  pthread_t th;
+  if (pthread_create(&th, NULL, free_in_thread, p) || pthread_join(th, NULL))
+    _exit(96);
+  hak_free(p);
+}
+
+static void realloc_foreign(void *p) {
+  void *q = hak_realloc(p, 100);
+  (void)q;
+}
+
+static void usable_size_foreign(void *p) {
+  size_t n = hak_usable_size(p);
+  (void)n;
+}
+
+/* ---- the cases ---------------------------------------------------------- */
+
+static void test_double_free_tiny(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const size_t sizes[] = {1, 16, 24, 100, 1024};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    memset(p, 0x11, sizes[i]);
+    expect_abort(free_twice, p, "double free", p);
+    hak_free(p); /* the parent's copy was never freed */
+  }
+}
+
+static void test_double_free_tiny_remote(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  /* First free on another thread (a remote free), second on this one. */
+  char *p = hak_malloc(48);
+  assert_non_null(p);
+  expect_abort(free_remotely_then_locally, p, "double free", p);
+  hak_free(p);
+}
+
+static void test_double_free_mid(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const size_t sizes[] = {1025, 5000, 100 * KiB, MID_MAX};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    memset(p, 0x22, sizes[i]);
+    expect_abort(free_twice, p, "double free", p);
+    hak_free(p);
+  }
+}
+
+static void test_double_free_large(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const size_t sizes[] = {MID_MAX + 1, MiB, 6 * MiB};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    memset(p, 0x33, 64);
+    expect_abort(free_twice, p, "double free", p);
+    hak_free(p);
+  }
+}
+
+static void test_realloc_zero_frees(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  /* realloc(p, 0) returns NULL and frees p (glibc): a later free of p is a
+   * double free. */
+  const size_t sizes[] = {40, 3000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    expect_abort(realloc_zero_then_free, p, "double free", p);
+    hak_free(p);
+  }
+}
+
+static void test_interior_pointer_tiny(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  char *p = hak_malloc(64);
+  assert_non_null(p);
+  memset(p, 0x44, 64);
+  expect_abort(free_once, p + 8, "invalid pointer", p + 8);
+  expect_abort(free_once, p + 32, "invalid pointer", p + 32);
+  hak_free(p);
+  char *q = hak_malloc(1000);
+  assert_non_null(q);
+  expect_abort(free_once, q + 16, "invalid pointer", q + 16);
+  hak_free(q);
+}
+
+static void test_interior_pointer_mid_large(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  char *p = hak_malloc(8000);
+  assert_non_null(p);
+  expect_abort(free_once, p + 16, "invalid pointer", p + 16);
+  hak_free(p);
+  char *q = hak_malloc(MiB);
+  assert_non_null(q);
+  expect_abort(free_once, q + 4096, "invalid pointer", q + 4096);
+  expect_abort(free_once, q + 16, "invalid pointer", q + 16);
+  hak_free(q);
+}
+
+static char static_buffer[256] __attribute__((aligned(16)));
+
+static void test_foreign_pointers(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  char stack_buffer[64] __attribute__((aligned(16)));
+  memset(stack_buffer, 0, sizeof stack_buffer);
+  expect_abort(free_once, stack_buffer, "invalid pointer", stack_buffer);
+  expect_abort(free_once, static_buffer, "invalid pointer", static_buffer);
+  expect_abort(free_once, static_buffer + 16, "invalid pointer",
+               static_buffer + 16);
+  /* A block from the C library's malloc is not hakmem's either. */
+  char *libc_block = malloc(100);
+  assert_non_null(libc_block);
+  expect_abort(free_once, libc_block, "invalid pointer", libc_block);
+  free(libc_block);
+  /* realloc and malloc_usable_size check their pointer too. */
+  expect_abort(realloc_foreign, stack_buffer, "invalid pointer", stack_buffer);
+  expect_abort(usable_size_foreign, static_buffer, "invalid pointer",
+               static_buffer);
+}
+
+static void test_checks_leave_valid_frees_alone(void **state) {
+  (void)state;
+  /* The checked free must not reject correct frees (including blocks whose
+   * second word happens to look like anything). */
+  for (int round = 0; round < 1000; round++) {
+    size_t n = 16 + (size_t)(round * 53) % 3000;
+    uint64_t *p = hak_malloc(n);
+    assert_non_null(p);
+    p[0] = (uint64_t)(uintptr_t)p;
+    p[1] = ~(uint64_t)(uintptr_t)p;
+    hak_free(p);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_double_free_tiny),
+      cmocka_unit_test(test_double_free_tiny_remote),
+      cmocka_unit_test(test_double_free_mid),
+      cmocka_unit_test(test_double_free_large),
+      cmocka_unit_test(test_realloc_zero_frees),
+      cmocka_unit_test(test_interior_pointer_tiny),
+      cmocka_unit_test(test_interior_pointer_mid_large),
+      cmocka_unit_test(test_foreign_pointers),
+      cmocka_unit_test(test_checks_leave_valid_frees_alone),
+  };
+  return cmocka_run_group_tests_name("api_misuse", tests, NULL, NULL);
+}
