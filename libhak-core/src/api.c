@@ -56,7 +56,7 @@ static void on_stats_signal(int sig) {
 
 static void init_once_body(void) {
   if (HAK_GATE_ENV_CONFIG)
-    hak_config_load(&hak_config, NULL);
+    hak_config_load(&hak_config);
   struct hak_os_config os = hak_os_default_config();
   os.superslab_cache = hak_config.superslab_cache;
   os.superslab_reserve = hak_config.superslab_reserve;

@@ -27,6 +27,7 @@ void hak_config_defaults(struct hak_config *cfg) {
   *cfg = (struct hak_config)CONFIG_DEFAULTS;
 }
 
+#if HAK_GATE_ENV_CONFIG
 static void warn(const char *name, const char *value, const char *used) {
   char msg[256];
   int n = snprintf(msg, sizeof msg,
@@ -64,8 +65,7 @@ static void parse_bool(const char *name, bool *out) {
     warn(name, v, *out ? "1" : "0");
 }
 
-void hak_config_load(struct hak_config *cfg, char **envp) {
-  (void)envp;
+void hak_config_load(struct hak_config *cfg) {
   const char *v = getenv("HAKMEM_STATS");
   if (v) {
     if (!strcmp(v, "0") || !strcmp(v, "off"))
@@ -95,3 +95,8 @@ void hak_config_load(struct hak_config *cfg, char **envp) {
   parse_uint("HAKMEM_MID_CACHE_KB", 0, 4096, &cfg->mid_cache_kb);
   parse_uint("HAKMEM_STATS_SIGNAL", 0, 64, &cfg->stats_signal);
 }
+#else
+/* The fast build has no runtime configuration: the library must not even
+ * reference getenv (test/config checks the symbols). */
+void hak_config_load(struct hak_config *cfg) { (void)cfg; }
+#endif

@@ -27,8 +27,9 @@ struct hak_config {
 /* The configuration in force: defaults in the fast build, the defaults
  * overridden by HAKMEM_* variables (read once) in the others. */
 HAK_INTERNAL extern struct hak_config hak_config;
-/* Parses the environment into cfg, warning on stderr about bad values. */
-HAK_INTERNAL void hak_config_load(struct hak_config *cfg, char **envp);
+/* Parses the HAKMEM_* variables into cfg, warning on stderr about bad
+ * values; does nothing in the fast build. */
+HAK_INTERNAL void hak_config_load(struct hak_config *cfg);
 HAK_INTERNAL void hak_config_defaults(struct hak_config *cfg);
 
 /* Start-up: configuration, fork handlers.  Idempotent and cheap to call

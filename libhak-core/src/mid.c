@@ -79,6 +79,31 @@ static inline uint64_t freed_mark(const void *p) {
   return hak_tiny_secret ^ (uintptr_t)p ^ 0x5a5a;
 }
 
+/* Free-list links, encoded in checked builds as in the tiny front; a
+ * decoded link must lead to another block of a mid region. */
+static inline void set_next(void *p, void *next) {
+  uintptr_t v = (uintptr_t)next;
+  if (HAK_GATE_CHECKS)
+    v ^= hak_tiny_secret ^ (uintptr_t)p;
+  *(uintptr_t *)p = v;
+}
+
+static HAK_COLD void corrupt(const void *p) {
+  hak_misuse("malloc", "corrupted free list (a freed block was overwritten)", p);
+}
+
+static inline void *next_of(const void *p) {
+  uintptr_t v = *(const uintptr_t *)p;
+  if (HAK_GATE_CHECKS) {
+    v ^= hak_tiny_secret ^ (uintptr_t)p;
+    struct hak_region *r = hak_region_of((void *)v);
+    if (v && ((v & 15) || !hak_os_is_region(r) || (void *)r == (void *)v ||
+              r->kind != HAK_REGION_MID))
+      corrupt(p);
+  }
+  return (void *)v;
+}
+
 /* ---- slabs ------------------------------------------------------------ */
 
 static struct mid_slab *slab_new(unsigned cls) {
@@ -176,7 +201,7 @@ static bool slab_has_block(const struct mid_slab *s) {
 static void slab_put(struct mid_class *c, void *p) {
   struct mid_slab *s = slab_of(p);
   bool had = slab_has_block(s);
-  *(void **)p = s->free;
+  set_next(p, s->free);
   s->free = p;
   if (!had)
     list_push(c, s);
@@ -213,12 +238,12 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
       void *p;
       if (s->free) {
         p = s->free;
-        s->free = *(void **)p;
+        s->free = next_of(p);
       } else {
         p = s->start + (size_t)s->carved++ * s->block_size;
       }
       s->used++;
-      *(void **)p = head;
+      set_next(p, head);
       head = p;
       got++;
     }
@@ -234,7 +259,7 @@ static void put_blocks(unsigned cls, void *list) {
   struct mid_class *c = &classes[cls];
   pthread_mutex_lock(&c->lock);
   while (list) {
-    void *next = *(void **)list;
+    void *next = next_of(list);
     slab_put(c, list);
     list = next;
   }
@@ -260,7 +285,7 @@ static HAK_COLD void *refill(unsigned cls) {
     return NULL;
   }
   void *p = list;
-  t->head = *(void **)list;
+  t->head = next_of(list);
   t->count = n - 1;
   return p;
 }
@@ -273,7 +298,7 @@ static void *malloc_class(unsigned cls) {
     if (!p)
       return NULL;
   } else {
-    t->head = *(void **)p;
+    t->head = next_of(p);
     t->count--;
   }
   if (HAK_GATE_CHECKS)
@@ -321,7 +346,7 @@ void hak_mid_free(void *p) {
   HAK_STAT_PATH(MID_FREE, 1);
   unsigned cls = s->cls;
   struct mid_cache *t = &tcache[cls];
-  *(void **)p = t->head;
+  set_next(p, t->head);
   t->head = p;
   if (HAK_UNLIKELY(++t->count > t->limit)) {
     if (!t->limit) /* first use of this class on this thread */
@@ -331,10 +356,10 @@ void hak_mid_free(void *p) {
       uint32_t keep = t->limit / 2;
       void *q = t->head;
       for (uint32_t i = 1; i < keep; i++)
-        q = *(void **)q;
-      void *rest = keep ? *(void **)q : t->head;
+        q = next_of(q);
+      void *rest = keep ? next_of(q) : t->head;
       if (keep)
-        *(void **)q = NULL;
+        set_next(q, NULL);
       else
         t->head = NULL;
       t->count = keep;
