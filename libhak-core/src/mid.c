@@ -148,8 +148,14 @@ static struct mid_slab *slab_new(unsigned cls) {
 static void slab_release(struct mid_slab *s) {
   struct mid_superslab *ss = (struct mid_superslab *)hak_region_of(s);
   unsigned idx = (unsigned)(s - ss->slabs);
+  size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
   s->in_use = 0;
   s->carved = 0;
+  /* Give the touched pages back so memory follows the working set.  This
+   * must happen before the slab is marked free: once it is, another class
+   * may take it and start writing. */
+  hak_os_decommit((char *)ss + idx * HAK_MID_SLAB_SIZE + begin,
+                  HAK_MID_SLAB_SIZE - begin);
   pthread_mutex_lock(&ss_lock);
   if (!ss->free_slabs) {
     ss->next = ss_with_free;
@@ -168,11 +174,6 @@ static void slab_release(struct mid_slab *s) {
     return;
   }
   pthread_mutex_unlock(&ss_lock);
-  /* The slab's pages stay resident only while its superslab is in use;
-   * give back what was touched so memory follows the working set. */
-  size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
-  hak_os_decommit((char *)ss + idx * HAK_MID_SLAB_SIZE + begin,
-                  HAK_MID_SLAB_SIZE - begin);
 }
 
 static void list_push(struct mid_class *c, struct mid_slab *s) {
