@@ -1,0 +1,166 @@
+/* test_config.c - HAKMEM_* variables: each parsed when valid, and an
+ * invalid or out-of-range value ignored with one warning line naming the
+ * variable, the value and the setting used instead.  In the fast build the
+ * variables have no effect at all. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core_internal.h"
+
+/* Runs hak_config_load on defaults with one variable set; returns the
+ * result and what was written to stderr. */
+static struct hak_config load_with(const char *name, const char *value,
+                                   char *err, size_t errlen) {
+  struct hak_config cfg;
+  hak_config_defaults(&cfg);
+  setenv(name, value, 1);
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  int saved = dup(2);
+  dup2(fds[1], 2);
+  hak_config_load(&cfg);
+  dup2(saved, 2);
+  close(saved);
+  close(fds[1]);
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  ssize_t n = read(fds[0], err, errlen - 1);
+  err[n > 0 ? n : 0] = 0;
+  close(fds[0]);
+  unsetenv(name);
+  return cfg;
+}
+
+static int lines(const char *s) {
+  int n = 0;
+  for (; *s; s++)
+    n += *s == '\n';
+  return n;
+}
+
+struct uint_var {
+  const char *name;
+  size_t (*get)(const struct hak_config *);
+  size_t lo, hi;
+};
+
+static size_t get_ss_cache(const struct hak_config *c) { return c->superslab_cache; }
+static size_t get_ss_reserve(const struct hak_config *c) { return c->superslab_reserve; }
+static size_t get_huge(const struct hak_config *c) { return c->huge_cache_mb; }
+static size_t get_dirty(const struct hak_config *c) { return c->tiny_dirty_slabs; }
+static size_t get_mid(const struct hak_config *c) { return c->mid_cache_kb; }
+static size_t get_signal(const struct hak_config *c) { return c->stats_signal; }
+
+static const struct uint_var uint_vars[] = {
+    {"HAKMEM_SUPERSLAB_CACHE", get_ss_cache, 0, 64},
+    {"HAKMEM_SUPERSLAB_RESERVE", get_ss_reserve, 0, 64},
+    {"HAKMEM_HUGE_CACHE_MB", get_huge, 0, 65536},
+    {"HAKMEM_TINY_DIRTY_SLABS", get_dirty, 0, 4096},
+    {"HAKMEM_MID_CACHE_KB", get_mid, 0, 4096},
+    {"HAKMEM_STATS_SIGNAL", get_signal, 0, 64},
+};
+
+static void test_numbers(void **state) {
+  (void)state;
+  struct hak_config def;
+  hak_config_defaults(&def);
+  char err[512], val[32];
+  for (size_t i = 0; i < sizeof uint_vars / sizeof uint_vars[0]; i++) {
+    const struct uint_var *v = &uint_vars[i];
+    size_t dflt = v->get(&def);
+    /* Valid: both ends of the range and a middle value. */
+    size_t good[] = {v->lo, v->hi, (v->lo + v->hi) / 2};
+    for (int k = 0; k < 3; k++) {
+      snprintf(val, sizeof val, "%zu", good[k]);
+      struct hak_config c = load_with(v->name, val, err, sizeof err);
+      if (HAK_GATE_ENV_CONFIG) {
+        assert_int_equal(v->get(&c), good[k]);
+        assert_string_equal(err, "");
+      } else {
+        assert_int_equal(v->get(&c), dflt); /* fast: no effect */
+      }
+    }
+    /* Invalid or out of range: default kept, one warning line. */
+    snprintf(val, sizeof val, "%zu", v->hi + 1);
+    const char *bad[] = {"banana", "", "-1", "12x", val, "99999999999999999999999"};
+    for (int k = 0; k < 6; k++) {
+      struct hak_config c = load_with(v->name, bad[k], err, sizeof err);
+      assert_int_equal(v->get(&c), dflt);
+      if (HAK_GATE_ENV_CONFIG) {
+        assert_int_equal(lines(err), 1);
+        assert_non_null(strstr(err, v->name));
+        char expect[96];
+        snprintf(expect, sizeof expect, "=%s ", bad[k]);
+        assert_non_null(strstr(err, expect));
+        snprintf(expect, sizeof expect, "using %zu\n", dflt);
+        assert_non_null(strstr(err, expect));
+      } else {
+        assert_string_equal(err, "");
+      }
+    }
+  }
+}
+
+static void test_stats_choice(void **state) {
+  (void)state;
+  struct hak_config def;
+  hak_config_defaults(&def);
+  char err[512];
+  struct {
+    const char *value;
+    int expect;
+  } ok[] = {{"0", HAK_REPORT_OFF},   {"off", HAK_REPORT_OFF},
+            {"1", HAK_REPORT_TEXT},  {"text", HAK_REPORT_TEXT},
+            {"on", HAK_REPORT_TEXT}, {"json", HAK_REPORT_JSON}};
+  for (int k = 0; k < 6; k++) {
+    struct hak_config c = load_with("HAKMEM_STATS", ok[k].value, err, sizeof err);
+    assert_int_equal(c.stats, HAK_GATE_ENV_CONFIG ? ok[k].expect : def.stats);
+    assert_string_equal(err, "");
+  }
+  struct hak_config c = load_with("HAKMEM_STATS", "yaml", err, sizeof err);
+  assert_int_equal(c.stats, def.stats);
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(lines(err), 1);
+    assert_non_null(strstr(err, "HAKMEM_STATS=yaml"));
+  }
+}
+
+static void test_booleans(void **state) {
+  (void)state;
+  char err[512];
+  const char *yes[] = {"1", "on", "yes", "true"};
+  const char *no[] = {"0", "off", "no", "false"};
+  for (int k = 0; k < 4; k++) {
+    struct hak_config c = load_with("HAKMEM_THP", yes[k], err, sizeof err);
+    assert_int_equal(c.thp, HAK_GATE_ENV_CONFIG ? true : false);
+    c = load_with("HAKMEM_VERBOSE", yes[k], err, sizeof err);
+    assert_int_equal(c.verbose, HAK_GATE_ENV_CONFIG ? 1 : 0);
+    c = load_with("HAKMEM_THP", no[k], err, sizeof err);
+    assert_false(c.thp);
+    assert_string_equal(err, "");
+  }
+  struct hak_config c = load_with("HAKMEM_THP", "maybe", err, sizeof err);
+  assert_false(c.thp);
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(lines(err), 1);
+    assert_non_null(strstr(err, "HAKMEM_THP=maybe"));
+    assert_non_null(strstr(err, "using 0"));
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_numbers),
+      cmocka_unit_test(test_stats_choice),
+      cmocka_unit_test(test_booleans),
+  };
+  return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
