@@ -448,6 +448,85 @@ static void test_free_only_threads_large(void **state) {
   free_only_round(600 * KiB, 4, 200, "large");
 }
 
+/* ---- frees in thread-specific-data destructors ------------------------ */
+
+/* Libraries keep per-thread buffers under pthread keys and free them in the
+ * key's destructor.  Those destructors run at thread exit, possibly after
+ * hakmem's own (keys made later run later): the blocks they free must still
+ * go back to the allocator, not into a per-thread cache nobody will flush. */
+#define TSD_BLOCKS 32
+struct tsd_buffers {
+  char *block[TSD_BLOCKS];
+  size_t size;
+};
+static pthread_key_t tsd_key;
+static unsigned tsd_bad;
+
+static void tsd_destructor(void *arg) {
+  struct tsd_buffers *b = arg;
+  for (int i = 0; i < TSD_BLOCKS; i++) {
+    if (b->block[i][0] != (char)i || b->block[i][b->size - 1] != (char)i)
+      __atomic_fetch_add(&tsd_bad, 1, __ATOMIC_RELAXED);
+    hak_free(b->block[i]);
+  }
+  free(b);
+}
+
+static void *tsd_thread(void *arg) {
+  size_t size = *(const size_t *)arg;
+  struct tsd_buffers *b = malloc(sizeof *b);
+  if (b == NULL)
+    return (void *)1;
+  b->size = size;
+  for (int i = 0; i < TSD_BLOCKS; i++) {
+    b->block[i] = hak_malloc(size);
+    if (b->block[i] == NULL)
+      return (void *)1;
+    memset(b->block[i], i, size);
+  }
+  pthread_setspecific(tsd_key, b);
+  return NULL;
+}
+
+static void tsd_round(size_t size, unsigned threads, const char *what) {
+  size_t rss_first = 0, rss_peak = 0;
+  for (unsigned t = 0; t < threads; t++) {
+    pthread_t th;
+    void *ret;
+    assert_int_equal(pthread_create(&th, NULL, tsd_thread, &size), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_null(ret);
+    size_t r = hak_os_rss_current();
+    if (t == threads / 5)
+      rss_first = r;
+    else if (t > threads / 5 && r > rss_peak)
+      rss_peak = r;
+  }
+  assert_int_equal(__atomic_load_n(&tsd_bad, __ATOMIC_RELAXED), 0);
+  size_t total = (size_t)threads * TSD_BLOCKS * size;
+  print_message("key destructors, %s: %u threads each freeing %d blocks of "
+                "%zu bytes at exit (%zu MiB in all): RSS %zu KiB -> peak %zu KiB\n",
+                what, threads, TSD_BLOCKS, size, total >> 20, rss_first >> 10,
+                rss_peak >> 10);
+  if (rss_peak > rss_first + 24 * MiB)
+    fail_msg("%s: blocks freed by pthread key destructors at thread exit are "
+             "not reused: RSS %zu KiB -> %zu KiB after %u threads freed %zu MiB",
+             what, rss_first >> 10, rss_peak >> 10, threads, total >> 20);
+}
+
+static void test_free_in_key_destructor(void **state) {
+  (void)state;
+  /* The key is made after the allocator has started (its own keys exist),
+   * so its destructor runs after the allocator's at thread exit. */
+  hak_free(hak_malloc(5000));
+  hak_free(hak_malloc(100));
+  assert_int_equal(pthread_key_create(&tsd_key, tsd_destructor), 0);
+  tsd_round(200, 400, "tiny");
+  tsd_round(4 * KiB, 600, "mid 4 KiB");
+  tsd_round(300 * KiB, 100, "large");
+  pthread_key_delete(tsd_key);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_producer_consumer),
@@ -456,6 +535,7 @@ int main(void) {
       cmocka_unit_test(test_free_only_threads_tiny),
       cmocka_unit_test(test_free_only_threads_mid),
       cmocka_unit_test(test_free_only_threads_large),
+      cmocka_unit_test(test_free_in_key_destructor),
   };
   return cmocka_run_group_tests_name("api_threads", tests, NULL, NULL);
 }
