@@ -108,7 +108,8 @@ if(HAKMEM_VARIANT STREQUAL "observe")
 endif()
 bench_smoke(run_syscalls CHECK --min-results 0 --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_syscalls
-            --iters 1e5 --warmup 1e4 --no-peers --strace-allocator hakmem-${HAKMEM_VARIANT}
+            --iters 1e5 --warmup 1e4 --no-peers --counters-allocator hakmem-${HAKMEM_VARIANT}
+            --strace-allocator hakmem-${HAKMEM_VARIANT}
             ${this_tree} --out ${bench_smoke_dir}/syscalls)
 bench_smoke(run_soak CHECK --min-results 0 --expect "drift" --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_soak
