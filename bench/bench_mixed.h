@@ -21,7 +21,6 @@ struct mixed {
   uint64_t rng;    /* xorshift64 state, carried across calls */
   uint64_t min;    /* smallest size */
   uint64_t span;   /* max - min + 1 */
-  uint64_t allocs; /* blocks allocated so far */
   uint64_t bytes;  /* bytes requested so far: the same for every allocator
                     * given the same arguments, so runs can be compared */
 };
@@ -41,7 +40,6 @@ static inline void mixed_init(struct mixed *m, uint64_t ws, uint64_t min,
   m->rng = bench_seed(seed);
   m->min = min;
   m->span = max - min + 1;
-  m->allocs = 0;
   m->bytes = 0;
 }
 
@@ -50,7 +48,7 @@ static inline void mixed_init(struct mixed *m, uint64_t ws, uint64_t min,
 static inline void mixed_run(struct mixed *m, uint64_t iters) {
   void **slot = m->slot;
   uint64_t ws = m->ws, min = m->min, span = m->span;
-  uint64_t x = m->rng, allocs = 0, bytes = 0;
+  uint64_t x = m->rng, bytes = 0;
   for (uint64_t i = 0; i < iters; i++) {
     uint64_t r = bench_next(&x);
     uint64_t k = bench_below((uint32_t)(r >> 32), ws);
@@ -65,12 +63,10 @@ static inline void mixed_run(struct mixed *m, uint64_t iters) {
         bench_die("malloc(%llu) failed", (unsigned long long)size);
       q[0] = (char)size;
       slot[k] = q;
-      allocs++;
       bytes += size;
     }
   }
   m->rng = x;
-  m->allocs += allocs;
   m->bytes += bytes;
 }
 
