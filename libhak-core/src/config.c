@@ -19,6 +19,7 @@
       .tiny_dirty_slabs = 32,                                                 \
       .mid_cache_kb = 128,                                                    \
       .stats_signal = 0,                                                      \
+      .guard_pages = false,                                                   \
   }
 
 struct hak_config hak_config = CONFIG_DEFAULTS;
@@ -89,6 +90,7 @@ void hak_config_load(struct hak_config *cfg) {
   cfg->superslab_reserve = (unsigned)x;
   parse_uint("HAKMEM_HUGE_CACHE_MB", 0, 65536, &cfg->huge_cache_mb);
   parse_bool("HAKMEM_THP", &cfg->thp);
+  parse_bool("HAKMEM_GUARD_PAGES", &cfg->guard_pages);
   x = cfg->tiny_dirty_slabs;
   parse_uint("HAKMEM_TINY_DIRTY_SLABS", 0, 4096, &x);
   cfg->tiny_dirty_slabs = (unsigned)x;

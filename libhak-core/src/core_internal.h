@@ -22,6 +22,7 @@ struct hak_config {
   unsigned tiny_dirty_slabs;/* HAKMEM_TINY_DIRTY_SLABS */
   size_t mid_cache_kb;      /* HAKMEM_MID_CACHE_KB, per class and thread */
   size_t stats_signal;      /* HAKMEM_STATS_SIGNAL: print the report on it */
+  bool guard_pages;         /* HAKMEM_GUARD_PAGES: no-access page after large blocks */
 };
 
 /* The configuration in force: defaults in the fast build, the defaults

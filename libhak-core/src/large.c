@@ -21,7 +21,24 @@ struct large_header {
   struct hak_region region; /* kind LARGE or HUGE; size = bytes mapped */
   size_t offset;            /* block start - region start */
   size_t usable;            /* bytes the block may use */
+  bool guarded;             /* a no-access page follows the usable bytes */
 };
+
+/* HAKMEM_GUARD_PAGES: an overflow past a large block's last page faults at
+ * once instead of running into whatever follows. */
+static void guard_set(struct large_header *h) {
+  h->guarded = hak_config.guard_pages;
+  if (h->guarded)
+    hak_os_protect((char *)h + h->offset + h->usable, HAK_PAGE_SIZE, false);
+}
+
+static void guard_clear(struct large_header *h) {
+  if (h->guarded)
+    hak_os_protect((char *)h + h->offset + h->usable, HAK_PAGE_SIZE, true);
+  h->guarded = false;
+}
+
+static size_t guard_size(void) { return hak_config.guard_pages ? HAK_PAGE_SIZE : 0; }
 
 static inline struct large_header *header_of(const void *p) {
   return (struct large_header *)hak_region_of(p);
@@ -108,7 +125,7 @@ void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
   if (align >= HAK_SUPERSLAB_SIZE)
     return malloc_overaligned(size, align, zeroed);
   size_t offset = align > HAK_PAGE_SIZE ? align : HAK_PAGE_SIZE;
-  size_t need = offset + page_round(size);
+  size_t need = offset + page_round(size) + guard_size();
   struct large_header *h;
   size_t mapped;
   if (need <= HAK_SUPERSLAB_SIZE) {
@@ -125,7 +142,8 @@ void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
   }
   h->region.size = mapped;
   h->offset = offset;
-  h->usable = need - offset;
+  h->usable = need - offset - guard_size();
+  guard_set(h);
   HAK_STAT_PATH(LARGE_MALLOC, 1);
   return (char *)h + offset;
 }
@@ -148,6 +166,7 @@ void hak_large_free(void *p) {
   if (HAK_GATE_CHECKS && (char *)h + h->offset != (char *)p)
     hak_misuse("free", "invalid pointer (not the start of a block)", p);
   HAK_STAT_PATH(LARGE_FREE, 1);
+  guard_clear(h);
   if (h->region.kind == HAK_REGION_LARGE)
     hak_os_superslab_free(h);
   else
@@ -172,18 +191,27 @@ bool hak_large_resize(void *p, size_t size) {
   size_t need = page_round(size);
   if (size > PTRDIFF_MAX)
     return false;
+  size_t guard = h->guarded ? HAK_PAGE_SIZE : 0;
   if (h->region.kind == HAK_REGION_LARGE) {
     /* The whole superslab is ours: growing or shrinking is bookkeeping. */
-    if (h->offset + need > HAK_SUPERSLAB_SIZE)
+    if (h->offset + need + guard > HAK_SUPERSLAB_SIZE)
       return false;
+    guard_clear(h);
     h->usable = need;
+    guard_set(h);
     return true;
   }
   size_t mapped;
-  if (!hak_os_huge_resize(h, h->region.size, h->offset + need, &mapped))
+  bool had_guard = h->guarded;
+  guard_clear(h);
+  if (!hak_os_huge_resize(h, h->region.size, h->offset + need + guard, &mapped)) {
+    if (had_guard)
+      guard_set(h);
     return false;
+  }
   h->region.size = mapped;
-  h->usable = mapped - h->offset;
+  h->usable = mapped - h->offset - guard;
+  guard_set(h);
   return true;
 }
 

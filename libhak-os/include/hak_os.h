@@ -71,6 +71,9 @@ HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
 #define HAK_OS_REGISTRY_BITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
 HAK_INTERNAL extern uint64_t *hak_os_registry;
 
+/* Makes [p, p + n) inaccessible (access == false) or read-write again. */
+HAK_INTERNAL void hak_os_protect(void *p, size_t n, bool access);
+
 /* Whether ss is the base of a region hakmem currently has mapped: a bit
  * test, inline so that the checked free pays a few instructions for it. */
 static inline bool hak_os_is_region(const void *ss) {

@@ -99,6 +99,10 @@ void hak_os_decommit(void *p, size_t n) {
   madvise(p, n, MADV_DONTNEED);
 }
 
+void hak_os_protect(void *p, size_t n, bool access) {
+  mprotect(p, n, access ? PROT_READ | PROT_WRITE : PROT_NONE);
+}
+
 /* ---- the registry: one bit per superslab-sized unit of address space ---- */
 
 #define REGISTRY_BITS HAK_OS_REGISTRY_BITS
