@@ -15,10 +15,11 @@
 
 #include <stddef.h>
 
-#if defined(BENCH_ALLOC_HAKMEM) + defined(BENCH_ALLOC_LIBC) +                 \
-        defined(BENCH_ALLOC_MIMALLOC) !=                                      \
+#if defined(BENCH_ALLOC_HAKMEM) + defined(BENCH_ALLOC_LIBC) +                  \
+        defined(BENCH_ALLOC_MIMALLOC) !=                                       \
     1
-#error "define exactly one of BENCH_ALLOC_HAKMEM, BENCH_ALLOC_LIBC, BENCH_ALLOC_MIMALLOC"
+#error                                                                         \
+    "define exactly one of BENCH_ALLOC_HAKMEM, BENCH_ALLOC_LIBC, BENCH_ALLOC_MIMALLOC"
 #endif
 
 #if defined(BENCH_ALLOC_HAKMEM)
@@ -31,8 +32,12 @@
 #define BENCH_HAS_STATS 1
 static inline void *bench_malloc(size_t n) { return hak_malloc(n); }
 static inline void bench_free(void *p) { hak_free(p); }
-static inline void *bench_calloc(size_t c, size_t n) { return hak_calloc(c, n); }
-static inline void *bench_realloc(void *p, size_t n) { return hak_realloc(p, n); }
+static inline void *bench_calloc(size_t c, size_t n) {
+  return hak_calloc(c, n);
+}
+static inline void *bench_realloc(void *p, size_t n) {
+  return hak_realloc(p, n);
+}
 static inline int bench_posix_memalign(void **out, size_t a, size_t n) {
   return hak_posix_memalign(out, a, n);
 }
@@ -47,7 +52,9 @@ static inline size_t bench_stats_report(char *buf, size_t n) {
 static inline void *bench_malloc(size_t n) { return mi_malloc(n); }
 static inline void bench_free(void *p) { mi_free(p); }
 static inline void *bench_calloc(size_t c, size_t n) { return mi_calloc(c, n); }
-static inline void *bench_realloc(void *p, size_t n) { return mi_realloc(p, n); }
+static inline void *bench_realloc(void *p, size_t n) {
+  return mi_realloc(p, n);
+}
 static inline int bench_posix_memalign(void **out, size_t a, size_t n) {
   return mi_posix_memalign(out, a, n);
 }

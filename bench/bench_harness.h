@@ -57,7 +57,8 @@ static inline ssize_t bench_read_proc(const char *path, char *buf, size_t n) {
   if (fd < 0)
     return -1;
   ssize_t len = 0, r;
-  while (len < (ssize_t)n - 1 && (r = read(fd, buf + len, n - 1 - (size_t)len)) > 0)
+  while (len < (ssize_t)n - 1 &&
+         (r = read(fd, buf + len, n - 1 - (size_t)len)) > 0)
     len += r;
   close(fd);
   buf[len > 0 ? len : 0] = 0;
@@ -106,7 +107,8 @@ static inline uint64_t bench_parse_count(const char *s, const char *what) {
   errno = 0;
   if (strpbrk(s, "eE.")) {
     double d = strtod(s, &end);
-    if (*s && !*end && !errno && d >= 0 && d < 1.8e19 && d == (double)(uint64_t)d)
+    if (*s && !*end && !errno && d >= 0 && d < 1.8e19 &&
+        d == (double)(uint64_t)d)
       return (uint64_t)d;
   } else {
     unsigned long long v = strtoull(s, &end, 0);

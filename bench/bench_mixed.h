@@ -16,13 +16,13 @@
 #include <stdlib.h>
 
 struct mixed {
-  void **slot;     /* ws slots, NULL when empty */
-  uint64_t ws;     /* number of slots */
-  uint64_t rng;    /* xorshift64 state, carried across calls */
-  uint64_t min;    /* smallest size */
-  uint64_t span;   /* max - min + 1 */
-  uint64_t bytes;  /* bytes requested so far: the same for every allocator
-                    * given the same arguments, so runs can be compared */
+  void **slot;    /* ws slots, NULL when empty */
+  uint64_t ws;    /* number of slots */
+  uint64_t rng;   /* xorshift64 state, carried across calls */
+  uint64_t min;   /* smallest size */
+  uint64_t span;  /* max - min + 1 */
+  uint64_t bytes; /* bytes requested so far: the same for every allocator
+                   * given the same arguments, so runs can be compared */
 };
 
 /* The slot array comes from calloc outside any timed region; under
@@ -30,9 +30,10 @@ struct mixed {
 static inline void mixed_init(struct mixed *m, uint64_t ws, uint64_t min,
                               uint64_t max, uint64_t seed) {
   if (ws == 0 || min == 0 || max < min || max - min >= UINT32_MAX)
-    bench_die("need WS >= 1 and 1 <= MIN <= MAX (got ws=%llu min=%llu max=%llu)",
-              (unsigned long long)ws, (unsigned long long)min,
-              (unsigned long long)max);
+    bench_die(
+        "need WS >= 1 and 1 <= MIN <= MAX (got ws=%llu min=%llu max=%llu)",
+        (unsigned long long)ws, (unsigned long long)min,
+        (unsigned long long)max);
   m->slot = calloc(ws, sizeof *m->slot);
   if (!m->slot)
     bench_die("cannot allocate %llu slots", (unsigned long long)ws);

@@ -1,6 +1,7 @@
 /* bench_mt_mixed.c - Mixed with several threads and cross-thread frees.
  *
- *   bench_mt_mixed_<alloc> [THREADS [ITERS [WS [MIN [MAX [REMOTE_PCT [SEED]]]]]]]
+ *   bench_mt_mixed_<alloc> [THREADS [ITERS [WS [MIN [MAX [REMOTE_PCT
+ * [SEED]]]]]]]
  *
  * Defaults: 2 threads, 10000000 ops per thread, WS 400, 16..1024 B, 0 %
  * remote, a fixed seed.  Each thread runs the Mixed loop on its own WS slots.
@@ -136,8 +137,9 @@ int main(int argc, char **argv) {
   static const char *const what[7] = {"THREADS", "ITERS",      "WS",  "MIN",
                                       "MAX",     "REMOTE_PCT", "SEED"};
   if (argc > 8)
-    bench_die("usage: %s [THREADS [ITERS [WS [MIN [MAX [REMOTE_PCT [SEED]]]]]]]",
-              argv[0]);
+    bench_die(
+        "usage: %s [THREADS [ITERS [WS [MIN [MAX [REMOTE_PCT [SEED]]]]]]]",
+        argv[0]);
   for (int i = 1; i < argc; i++)
     arg[i - 1] = bench_parse_count(argv[i], what[i - 1]);
   uint64_t threads = arg[0], ws = arg[2], min = arg[3], max = arg[4];

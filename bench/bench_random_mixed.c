@@ -63,8 +63,8 @@ static void print_syscalls(struct syscalls a, struct syscalls b, uint64_t ops,
   }
   uint64_t total = 0;
   printf("Syscalls");
-#define PRINT(name)                                                           \
-  printf(" " #name "=%" PRIu64, b.name - a.name);                             \
+#define PRINT(name)                                                            \
+  printf(" " #name "=%" PRIu64, b.name - a.name);                              \
   total += b.name - a.name;
   SYSCALL_COUNTERS(PRINT)
 #undef PRINT

@@ -29,13 +29,15 @@ static double parse_seconds(const char *s, const char *what) {
 
 int main(int argc, char **argv) {
   if (argc > 7)
-    bench_die("usage: %s [SECONDS [INTERVAL [WS [MIN [MAX [SEED]]]]]]", argv[0]);
+    bench_die("usage: %s [SECONDS [INTERVAL [WS [MIN [MAX [SEED]]]]]]",
+              argv[0]);
   double duration = argc > 1 ? parse_seconds(argv[1], "SECONDS") : 600;
   double interval = argc > 2 ? parse_seconds(argv[2], "INTERVAL") : 5;
   uint64_t ws = argc > 3 ? bench_parse_count(argv[3], "WS") : 400;
   uint64_t min = argc > 4 ? bench_parse_count(argv[4], "MIN") : 16;
   uint64_t max = argc > 5 ? bench_parse_count(argv[5], "MAX") : 1024;
-  uint64_t seed = argc > 6 ? bench_parse_count(argv[6], "SEED") : BENCH_DEFAULT_SEED;
+  uint64_t seed =
+      argc > 6 ? bench_parse_count(argv[6], "SEED") : BENCH_DEFAULT_SEED;
 
   struct mixed m;
   mixed_init(&m, ws, min, max, seed);

@@ -44,9 +44,9 @@ static void *xmalloc(size_t n) {
 /* ---- sizes: fixed-size pairs and batches, 1 B to 1 MiB ------------------- */
 
 static const size_t sweep_sizes[] = {
-    1,    8,     16,    24,    32,    48,     64,     96,     128,    192,
-    256,  384,   512,   768,   1024,  1536,   2048,   4096,   8192,   16384,
-    32768, 65536, 131072, 262144, 524288, 1048576};
+    1,    8,     16,    24,    32,     48,     64,     96,     128,
+    192,  256,   384,   512,   768,    1024,   1536,   2048,   4096,
+    8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576};
 
 static void sizes_mode(uint64_t pairs, uint64_t batch) {
   if (batch == 0)
@@ -87,7 +87,7 @@ static void sizes_mode(uint64_t pairs, uint64_t batch) {
   free(held);
 }
 
-/* ---- realloc: growth chains ------------------------------------------------ */
+/* ---- realloc: growth chains ---------------------------------------------- */
 
 /* One chain: malloc(16), realloc up to max, writing the new last byte after
  * each step as a growing buffer would, then free.  Returns the calls made. */
@@ -133,7 +133,7 @@ static void realloc_mode(uint64_t chains) {
   }
 }
 
-/* ---- calloc: fresh and reused memory -------------------------------------- */
+/* ---- calloc: fresh and reused memory ------------------------------------- */
 
 static const size_t calloc_sizes[] = {64, 1024, 16384, 262144, 1048576};
 
@@ -184,7 +184,7 @@ static void calloc_mode(uint64_t rounds, uint64_t bytes) {
   }
 }
 
-/* ---- aligned: posix_memalign in the Mixed loop ---------------------------- */
+/* ---- aligned: posix_memalign in the Mixed loop --------------------------- */
 
 /* A misaligned result is counted and reported (misaligned=N) rather than
  * fatal: a peer allocator's bug (mimalloc 2.0.9 returns 128-byte aligned
@@ -235,7 +235,7 @@ static void aligned_mode(uint64_t iters, uint64_t ws) {
   free(slot);
 }
 
-/* ---- mid and large: the Mixed loop over bigger sizes ---------------------- */
+/* ---- mid and large: the Mixed loop over bigger sizes --------------------- */
 
 static void mixed_mode(uint64_t iters, uint64_t ws, uint64_t min, uint64_t max,
                        uint64_t seed) {
@@ -268,7 +268,7 @@ int main(int argc, char **argv) {
   int n = argc - 2;
   if (n > 3)
     usage(argv[0]);
-#define ARG(i, def, name)                                                     \
+#define ARG(i, def, name)                                                      \
   (n > (i) ? bench_parse_count(argv[2 + (i)], name) : (def))
   if (!strcmp(mode_name, "sizes") && n <= 2) {
     sizes_mode(ARG(0, 1000000, "PAIRS"), ARG(1, 100, "BATCH"));
@@ -279,10 +279,12 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode_name, "aligned") && n <= 2) {
     aligned_mode(ARG(0, 2000000, "ITERS"), ARG(1, 400, "WS"));
   } else if (!strcmp(mode_name, "mid")) {
-    a[0] = ARG(0, 2000000, "ITERS"), a[1] = ARG(1, 400, "WS"), a[2] = ARG(2, BENCH_DEFAULT_SEED, "SEED");
+    a[0] = ARG(0, 2000000, "ITERS"), a[1] = ARG(1, 400, "WS"),
+    a[2] = ARG(2, BENCH_DEFAULT_SEED, "SEED");
     mixed_mode(a[0], a[1], 1024, 262144, a[2]);
   } else if (!strcmp(mode_name, "large")) {
-    a[0] = ARG(0, 20000, "ITERS"), a[1] = ARG(1, 16, "WS"), a[2] = ARG(2, BENCH_DEFAULT_SEED, "SEED");
+    a[0] = ARG(0, 20000, "ITERS"), a[1] = ARG(1, 16, "WS"),
+    a[2] = ARG(2, BENCH_DEFAULT_SEED, "SEED");
     mixed_mode(a[0], a[1], 262144, 67108864, a[2]);
   } else {
     usage(argv[0]);

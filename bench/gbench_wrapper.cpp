@@ -13,8 +13,8 @@ gb_state *wrap(benchmark::State &s) { return reinterpret_cast<gb_state *>(&s); }
 
 extern "C" void gb_register(const char *name, gb_fn fn, const int64_t *args,
                             int nargs) {
-  benchmark::internal::Benchmark *b = benchmark::RegisterBenchmark(
-      name, [fn, nargs](benchmark::State &s) {
+  benchmark::internal::Benchmark *b =
+      benchmark::RegisterBenchmark(name, [fn, nargs](benchmark::State &s) {
         fn(wrap(s), nargs > 0 ? s.range(0) : 0);
         s.SetItemsProcessed(static_cast<int64_t>(s.iterations()));
       });

@@ -16,7 +16,9 @@
 #define HELD 64 /* blocks held by the batch benchmarks */
 
 /* Keeps the compiler from dropping a block that is only written. */
-static inline void escape(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+static inline void escape(void *p) {
+  __asm__ volatile("" : : "r"(p) : "memory");
+}
 
 static void *checked(gb_state *st, void *p) {
   if (!p)
@@ -139,8 +141,8 @@ int main(int argc, char **argv) {
   static const int64_t chains[] = {1024, 65536};
   const int nsizes = sizeof sizes / sizeof *sizes;
   char name[128];
-#define REGISTER(call, fn, args, n)                                           \
-  snprintf(name, sizeof name, "%s/%s", BENCH_ALLOC_NAME, call);               \
+#define REGISTER(call, fn, args, n)                                            \
+  snprintf(name, sizeof name, "%s/%s", BENCH_ALLOC_NAME, call);                \
   gb_register(name, fn, args, n)
   REGISTER("malloc_free", malloc_free, sizes, nsizes);
   REGISTER("malloc_batch64", malloc_batch, small, 3);
