@@ -183,7 +183,11 @@ def machine_info(argv):
         "nproc": os.cpu_count(),
         "cpu": model,
         "kernel": platform.release(),
-        "commit": sh(["git", "rev-parse", "--short", "HEAD"]),
+        # -dirty: the allocator sources differ from the commit.
+        "commit": sh(["git", "rev-parse", "--short", "HEAD"]) + (
+            "-dirty" if sh(["git", "status", "--porcelain", "--",
+                            "libhak-core", "libhak-os", "libhak-stats",
+                            "libhak-tiny", "CMakeLists.txt"]) else ""),
         "command": " ".join(argv),
     }
 
