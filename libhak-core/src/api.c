@@ -31,9 +31,11 @@ static void fork_prepare(void) {
   hak_mid_fork_prepare();
   hak_tiny_fork_prepare();
   hak_os_fork_prepare();
+  hak_stats_fork_prepare();
 }
 
 static void fork_parent(void) {
+  hak_stats_fork_parent();
   hak_os_fork_parent();
   hak_tiny_fork_parent();
   hak_mid_fork_parent();
@@ -41,6 +43,7 @@ static void fork_parent(void) {
 }
 
 static void fork_child(void) {
+  hak_stats_fork_child();
   hak_os_fork_child();
   hak_tiny_fork_child();
   hak_mid_fork_child();

@@ -269,7 +269,13 @@ static void put_blocks(unsigned cls, void *list) {
 
 /* ---- allocation ------------------------------------------------------- */
 
+/* Set once the thread's lists were flushed at exit: frees from later
+ * destructors then go straight back to the slabs, or they would be lost. */
+static __thread bool exited __attribute__((tls_model("initial-exec")));
+
 static uint32_t cache_limit(unsigned cls) {
+  if (exited)
+    return 0;
   size_t n = (hak_config.mid_cache_kb << 10) / mid_class_size(cls);
   return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
 }
@@ -280,7 +286,7 @@ static HAK_COLD void *refill(unsigned cls) {
   if (!t->limit)
     t->limit = cache_limit(cls);
   void *list;
-  unsigned n = take_blocks(cls, (t->limit + 1) / 2, &list);
+  unsigned n = take_blocks(cls, t->limit > 1 ? (t->limit + 1) / 2 : 1, &list);
   if (!n) {
     errno = ENOMEM;
     return NULL;
@@ -373,6 +379,7 @@ void hak_mid_free(void *p) {
 size_t hak_mid_usable_size(const void *p) { return slab_of(p)->block_size; }
 
 void hak_mid_thread_exit(void) {
+  exited = true;
   for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
     struct mid_cache *t = &tcache[cls];
     if (t->head) {
@@ -381,6 +388,7 @@ void hak_mid_thread_exit(void) {
     }
     t->head = NULL;
     t->count = 0;
+    t->limit = 0;
   }
 }
 

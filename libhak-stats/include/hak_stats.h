@@ -135,6 +135,11 @@ HAK_INTERNAL void hak_stats_snapshot(struct hak_stats_snapshot *out);
 HAK_INTERNAL bool hak_stats_try_snapshot(struct hak_stats_snapshot *out);
 /* Folds the calling thread's counters into the totals (thread exit). */
 HAK_INTERNAL void hak_stats_thread_exit(void);
+/* Fork: hold the registry lock across fork() (the report takes it). */
+HAK_INTERNAL void hak_stats_fork_prepare(void);
+HAK_INTERNAL void hak_stats_fork_parent(void);
+HAK_INTERNAL void hak_stats_fork_child(void);
+
 /* Name of a counter, for reports. */
 HAK_INTERNAL const char *hak_stats_name(enum hak_stat id);
 /* Formats a snapshot as a text table (json == 0) or one JSON object into

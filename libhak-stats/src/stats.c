@@ -86,7 +86,13 @@ bool hak_stats_try_snapshot(struct hak_stats_snapshot *out) {
   sum_locked(out);
   return true;
 }
+void hak_stats_fork_prepare(void) { pthread_mutex_lock(&registry_lock); }
+void hak_stats_fork_parent(void) { pthread_mutex_unlock(&registry_lock); }
+void hak_stats_fork_child(void) { pthread_mutex_init(&registry_lock, NULL); }
 #else
+void hak_stats_fork_prepare(void) {}
+void hak_stats_fork_parent(void) {}
+void hak_stats_fork_child(void) {}
 void hak_stats_snapshot(struct hak_stats_snapshot *out) {
   memset(out, 0, sizeof *out);
 }

@@ -118,14 +118,15 @@ static inline void *hak_tiny_next(const void *p) {
   return (void *)v;
 }
 
-/* malloc of 1 <= n <= HAK_TINY_MAX bytes. */
+/* malloc of 1 <= n <= HAK_TINY_MAX bytes.  The bin is named through the TLS
+ * variable each time rather than through a pointer, so the compiler
+ * addresses it %fs-relative instead of materialising the thread pointer. */
 static inline void *hak_tiny_malloc(size_t n) {
   unsigned cls = hak_tiny_class(n);
-  struct hak_tiny_bin *b = &hak_tiny_heap.bins[cls];
-  void *p = b->free;
+  void *p = hak_tiny_heap.bins[cls].free;
   if (HAK_UNLIKELY(p == NULL))
     return hak_tiny_refill(cls);
-  b->free = hak_tiny_next(p);
+  hak_tiny_heap.bins[cls].free = hak_tiny_next(p);
   if (HAK_GATE_CHECKS)
     ((uint64_t *)p)[1] = 0; /* clear the freed marker */
   HAK_STAT_PATH(TINY_MALLOC, 1);
@@ -133,9 +134,14 @@ static inline void *hak_tiny_malloc(size_t n) {
   return p;
 }
 
+/* The slab metadata of a tiny block: the slab's index, taken from the
+ * pointer's bits already scaled by the 64-byte entry size. */
 static inline struct hak_tiny_slab *hak_tiny_slab_of(const void *p) {
-  struct hak_tiny_superslab *ss = (struct hak_tiny_superslab *)hak_region_of(p);
-  return &ss->slabs[((uintptr_t)p >> HAK_TINY_SLAB_SHIFT) & (HAK_TINY_SLABS - 1)];
+  uintptr_t ss = (uintptr_t)hak_region_of(p);
+  uintptr_t scaled = ((uintptr_t)p >> (HAK_TINY_SLAB_SHIFT - 6)) &
+                     ((uintptr_t)(HAK_TINY_SLABS - 1) << 6);
+  _Static_assert(sizeof(struct hak_tiny_slab) == 64, "slab entry is one line");
+  return (struct hak_tiny_slab *)(ss + offsetof(struct hak_tiny_superslab, slabs) + scaled);
 }
 
 /* Whether p is the start of a carved block of slab s (checked builds). */
@@ -149,24 +155,24 @@ static inline bool hak_tiny_is_block_start(const struct hak_tiny_slab *s,
 /* free of a block in a tiny region. */
 static inline void hak_tiny_free(void *p) {
   struct hak_tiny_slab *s = hak_tiny_slab_of(p);
-  struct hak_tiny_heap *h = &hak_tiny_heap;
   /* A double free finds its own marker; a pointer into the middle of a
    * block, into slab 0 or into a free slab fails the block-start test. */
   if (HAK_GATE_CHECKS &&
       HAK_UNLIKELY(((uint64_t *)p)[1] == hak_tiny_freed_mark(p) ||
                    !hak_tiny_is_block_start(s, p)))
     hak_tiny_bad_free(p, s);
-  struct hak_tiny_bin *b = &h->bins[s->cls];
-  if (HAK_UNLIKELY(s->owner != h->id || b->cur != s)) {
+  unsigned cls = s->cls;
+  if (HAK_UNLIKELY(s->owner != hak_tiny_heap.id ||
+                   hak_tiny_heap.bins[cls].cur != s)) {
     hak_tiny_free_slow(p, s);
     return;
   }
-  hak_tiny_set_next(p, b->free);
+  hak_tiny_set_next(p, hak_tiny_heap.bins[cls].free);
   if (HAK_GATE_CHECKS)
     ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
-  b->free = p;
+  hak_tiny_heap.bins[cls].free = p;
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
-  HAK_STAT_CLASS_FREE(s->cls);
+  HAK_STAT_CLASS_FREE(cls);
 }
 
 HAK_INTERNAL size_t hak_tiny_usable_size(const void *p);
