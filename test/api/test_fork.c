@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "api_test.h"
+#include "hak_stats.h" /* hak_stats_snapshot */
 
 #define WORKERS 2
 #define FORKS 50
@@ -32,9 +33,9 @@ static size_t worker_size(uint64_t *rng) {
   unsigned r = (unsigned)rng_below(rng, 100);
   if (r < 70)
     return 1 + rng_below(rng, TINY_MAX);
-  if (r < 97)
+  if (r < 98)
     return TINY_MAX + 1 + rng_below(rng, MID_MAX - TINY_MAX);
-  return MID_MAX + 1 + rng_below(rng, 6 * MiB);
+  return MID_MAX + 1 + rng_below(rng, 6 * MiB); /* large and huge */
 }
 
 static void *worker(void *arg) {
@@ -142,12 +143,12 @@ static int churn(uint64_t seed, int rounds) {
 }
 
 static void *child_thread(void *arg) {
-  return (void *)(intptr_t)churn((uintptr_t)arg, 3000);
+  return (void *)(intptr_t)churn((uintptr_t)arg, 1000);
 }
 
 static int child_main(int round) {
   alarm(20); /* a deadlock in the child ends it by SIGALRM */
-  int st = churn(1000 + (uint64_t)round, 6000);
+  int st = churn(1000 + (uint64_t)round, 2500);
   if (st)
     return st;
   /* Blocks of the exited thread, and of the parent's main thread. */
@@ -161,7 +162,7 @@ static int child_main(int round) {
   pthread_t th;
   if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(round + 5000)))
     return CHILD_THREAD;
-  st = churn(2000 + (uint64_t)round, 3000);
+  st = churn(2000 + (uint64_t)round, 1000);
   void *ret;
   if (pthread_join(th, &ret))
     return CHILD_THREAD;
@@ -218,9 +219,90 @@ static void test_fork_while_threads_allocate(void **state) {
   }
 }
 
+/* ---- fork while another thread reads the statistics ------------------- */
+
+/* A report may be taken on any thread (hak_stats_report, or the
+ * HAKMEM_STATS_SIGNAL handler) while another thread forks, and threads
+ * register and fold their counters as they start and end.  The child must
+ * find the statistics usable: a report in the child (and, in the observe
+ * build, its report at exit or a new thread's first count) must not block
+ * on a lock that another thread of the parent held at fork time.  The
+ * reporting thread here takes snapshots back to back (the internal
+ * hak_stats_snapshot: hak_stats_report spends most of its time reading
+ * /proc, which makes the window at fork narrow but not empty). */
+static volatile int stop_reporter;
+
+static void *reporter(void *arg) {
+  (void)arg;
+  unsigned long reports = 0;
+  struct hak_stats_snapshot snap;
+  while (!__atomic_load_n(&stop_reporter, __ATOMIC_RELAXED)) {
+    hak_stats_snapshot(&snap);
+    reports++;
+  }
+  return (void *)(uintptr_t)reports;
+}
+
+static int child_report(int round) {
+  alarm(3); /* blocked on a lock held at fork: SIGALRM */
+  char buf[4096];
+  if (hak_stats_report(buf, sizeof buf, round & 1) == 0)
+    return 20;
+  pthread_t th;
+  if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(round + 9000)))
+    return CHILD_THREAD;
+  void *ret;
+  if (pthread_join(th, &ret))
+    return CHILD_THREAD;
+  if (ret)
+    return (int)(intptr_t)ret;
+  if (hak_stats_report(buf, sizeof buf, 0) == 0)
+    return 20;
+  return CHILD_OK;
+}
+
+static void test_fork_while_reporting(void **state) {
+  (void)state;
+  enum { ROUNDS = 20 };
+  pthread_t rep;
+  stop_reporter = 0;
+  assert_int_equal(pthread_create(&rep, NULL, reporter, NULL), 0);
+  int round, status = 0;
+  for (round = 0; round < ROUNDS; round++) {
+    for (int k = 0; k < 100; k++)
+      hak_free(hak_malloc((size_t)k * 53 + 1));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+      _exit(child_report(round));
+    pid_t w;
+    do
+      w = waitpid(pid, &status, 0);
+    while (w < 0 && errno == EINTR);
+    assert_int_equal(w, pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      break; /* one is enough (and each hang costs the alarm's seconds) */
+  }
+  __atomic_store_n(&stop_reporter, 1, __ATOMIC_RELAXED);
+  void *reports;
+  assert_int_equal(pthread_join(rep, &reports), 0);
+  if (round < ROUNDS) {
+    if (WIFSIGNALED(status))
+      fail_msg("fork %d: the child was killed by signal %d%s", round,
+               WTERMSIG(status),
+               WTERMSIG(status) == SIGALRM
+                   ? " (alarm: blocked on a lock another thread held at fork)"
+                   : "");
+    fail_msg("fork %d: the child exited with %d", round, WEXITSTATUS(status));
+  }
+  print_message("fork while reporting: %d children fine; %lu snapshots in the "
+                "parent meanwhile\n", ROUNDS, (unsigned long)(uintptr_t)reports);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fork_while_threads_allocate),
+      cmocka_unit_test(test_fork_while_reporting),
   };
   return cmocka_run_group_tests_name("api_fork", tests, NULL, NULL);
 }
