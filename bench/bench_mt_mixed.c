@@ -21,6 +21,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 
@@ -66,14 +67,18 @@ static inline void drain(struct worker *w) {
 }
 
 /* Hands p to the next thread; while its ring is full, keeps freeing what
- * this thread receives, so that a cycle of full rings always drains. */
+ * this thread receives, so that a cycle of full rings always drains, and
+ * yields the CPU: with more threads than free CPUs the receiver may be
+ * waiting for this one's time slice. */
 static inline void hand_over(struct worker *w, void *p) {
   struct ring *out = w->out;
   uint64_t tail = atomic_load_explicit(&out->tail, memory_order_relaxed);
   while (tail - w->head_seen >= RING_SIZE) {
     w->head_seen = atomic_load_explicit(&out->head, memory_order_acquire);
-    if (tail - w->head_seen >= RING_SIZE)
+    if (tail - w->head_seen >= RING_SIZE) {
       drain(w);
+      sched_yield();
+    }
   }
   out->entry[tail & (RING_SIZE - 1)] = p;
   atomic_store_explicit(&out->tail, tail + 1, memory_order_release);
@@ -119,8 +124,10 @@ static void *run(void *arg) {
    * finished (release), so one drain after seeing all finished (acquire)
    * empties it for good. */
   atomic_fetch_add_explicit(&finished, 1, memory_order_release);
-  while (atomic_load_explicit(&finished, memory_order_acquire) < nthreads)
+  while (atomic_load_explicit(&finished, memory_order_acquire) < nthreads) {
     drain(w);
+    sched_yield();
+  }
   drain(w);
   w->end = bench_now();
 

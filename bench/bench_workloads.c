@@ -1,7 +1,7 @@
 /* bench_workloads.c - the workloads of TARGETS.md other than Mixed, as modes
  * of one program built per allocator like bench_random_mixed.
  *
- *   bench_workloads_<alloc> sizes   [PAIRS [BATCH]]     (1000000 100)
+ *   bench_workloads_<alloc> sizes   [PAIRS [BATCH]]     (4000000 100)
  *   bench_workloads_<alloc> realloc [CHAINS]            (1000)
  *   bench_workloads_<alloc> calloc  [ROUNDS [BYTES]]    (20 4194304)
  *   bench_workloads_<alloc> aligned [ITERS [WS]]        (2000000 400)
@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
 #define ARG(i, def, name)                                                      \
   (n > (i) ? bench_parse_count(argv[2 + (i)], name) : (def))
   if (!strcmp(mode_name, "sizes") && n <= 2) {
-    sizes_mode(ARG(0, 1000000, "PAIRS"), ARG(1, 100, "BATCH"));
+    sizes_mode(ARG(0, 4000000, "PAIRS"), ARG(1, 100, "BATCH"));
   } else if (!strcmp(mode_name, "realloc") && n <= 1) {
     realloc_mode(ARG(0, 1000, "CHAINS"));
   } else if (!strcmp(mode_name, "calloc") && n <= 2) {
