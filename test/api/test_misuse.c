@@ -235,6 +235,52 @@ static void test_interior_pointer_mid_large(void **state) {
   hak_free(q);
 }
 
+static void test_interior_pointer_huge(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  /* Past the first 4 MiB of a huge block: no region header there. */
+  char *p = hak_malloc(12 * MiB);
+  assert_non_null(p);
+  expect_abort(free_once, p + 5 * MiB, "invalid pointer", p + 5 * MiB);
+  expect_abort(free_once, p + 8 * MiB + 16, "invalid pointer", p + 8 * MiB + 16);
+  hak_free(p);
+}
+
+/* A write into a freed block (use after free) overwrites its free-list
+ * link; taking the blocks again must notice instead of handing out memory
+ * the link points to. */
+struct uaf {
+  size_t size;
+  char *victim; /* freed, then written */
+};
+
+static void write_after_free_then_malloc(void *arg) {
+  struct uaf *u = arg;
+  char *other = hak_malloc(u->size);
+  hak_free(other);
+  hak_free(u->victim); /* the most recently freed: next in line */
+  memset(u->victim, 0x41, 16); /* use after free: the link and marker */
+  for (int i = 0; i < 4; i++) {
+    char *p = hak_malloc(u->size);
+    if (p == NULL)
+      _exit(95);
+    memset(p, 0, u->size);
+  }
+}
+
+static void test_write_after_free_detected(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const size_t sizes[] = {16, 100, 1024, 2000, 40 * KiB};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    struct uaf u = {sizes[i], hak_malloc(sizes[i])};
+    assert_non_null(u.victim);
+    expect_abort(write_after_free_then_malloc, &u, "corrupted free list",
+                 u.victim);
+    hak_free(u.victim);
+  }
+}
+
 static char static_buffer[256] __attribute__((aligned(16)));
 
 static void test_foreign_pointers(void **state) {
@@ -280,6 +326,8 @@ int main(void) {
       cmocka_unit_test(test_realloc_zero_frees),
       cmocka_unit_test(test_interior_pointer_tiny),
       cmocka_unit_test(test_interior_pointer_mid_large),
+      cmocka_unit_test(test_interior_pointer_huge),
+      cmocka_unit_test(test_write_after_free_detected),
       cmocka_unit_test(test_foreign_pointers),
       cmocka_unit_test(test_checks_leave_valid_frees_alone),
   };
