@@ -355,6 +355,17 @@ static void test_superslab_cache_bounds(void **state) {
   hak_os_superslab_free(n);
   for (int i = 0; i < 5; i++)
     hak_os_superslab_free(ss[i]);
+  assert_cache(2, 3, 0, 0);
+
+  /* Releasing the caches unmaps and unregisters warm and cold alike. */
+  hak_os_release_caches();
+  assert_cache(0, 0, 0, 0);
+  for (int i = 0; i < 5; i++) {
+    assert_false(hak_os_is_region(ss[i]));
+    assert_false(is_mapped(ss[i], SS));
+  }
+  assert_false(hak_os_is_region(n));
+  assert_false(is_mapped(n, SS));
 }
 
 /* ---- decommit ---------------------------------------------------------------- */
