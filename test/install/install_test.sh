@@ -1,0 +1,128 @@
+#!/bin/sh
+# install_test.sh <step> - the installed tree works where it is moved to.
+#
+# Steps (ctest runs them in this order through a fixture):
+#   stage      cmake --install the build tree into <work>/stage, then MOVE it
+#              to <work>/prefix; check the files, and that no installed
+#              .cmake or .pc file names the build, source or staging path.
+#   cmake      configure, build and run test/downstream against the moved
+#              prefix (find_package(hakmem CONFIG), static, shared and C++).
+#   pkgconfig  compile test/downstream/main.c with the flags pkg-config gives
+#              for the moved prefix, shared and static, and run both.
+# Environment (set by test/install/CMakeLists.txt): HAK_CMAKE, HAK_BUILD_DIR,
+# HAK_SOURCE_DIR, HAK_WORK, HAK_LIBDIR, HAK_INCLUDEDIR, HAK_VERSION, HAK_CC,
+# HAK_CXX, HAK_GENERATOR, HAK_MAKE_PROGRAM, HAK_SAN_FLAGS (the sanitizer
+# flags of the hakmem build: a sanitized library needs them to link).
+set -eu
+
+step=${1:?usage: install_test.sh stage|cmake|pkgconfig}
+W=$HAK_WORK
+P=$W/prefix
+LIB=$P/$HAK_LIBDIR
+SAN=${HAK_SAN_FLAGS:-}
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+case $step in
+stage)
+  rm -rf "$W"
+  mkdir -p "$W"
+  "$HAK_CMAKE" --install "$HAK_BUILD_DIR" --prefix "$W/stage" >"$W/install.log" 2>&1 ||
+    { cat "$W/install.log"; fail "cmake --install"; }
+  mv "$W/stage" "$P"
+  [ ! -e "$W/stage" ] || fail "the staging directory is still there"
+
+  for f in "$HAK_INCLUDEDIR/hakmem/hakmem.h" "$HAK_LIBDIR/libhakmem.a" \
+      "$HAK_LIBDIR/libhakmem.so" "$HAK_LIBDIR/libhakmem.so.$HAK_VERSION" \
+      "$HAK_LIBDIR/cmake/hakmem/hakmemConfig.cmake" \
+      "$HAK_LIBDIR/cmake/hakmem/hakmemConfigVersion.cmake" \
+      "$HAK_LIBDIR/cmake/hakmem/hakmemTargets.cmake" \
+      "$HAK_LIBDIR/pkgconfig/hakmem.pc"; do
+    [ -e "$P/$f" ] || fail "not installed: $f"
+  done
+  # Only the public header: the layers' headers are internal.
+  internal=$(find "$P" -name 'hak_*.h' -o -name '*_internal.h')
+  [ -z "$internal" ] || fail "internal headers installed: $internal"
+
+  # Relocatable: no installed CMake or pkg-config file names a path of this
+  # machine's build (symlinked and real spellings both).
+  paths="$HAK_BUILD_DIR $HAK_SOURCE_DIR $W/stage"
+  for d in $HAK_BUILD_DIR $HAK_SOURCE_DIR; do
+    paths="$paths $(cd "$d" && pwd -P)"
+  done
+  files=$(find "$P" -name '*.cmake' -o -name '*.pc')
+  [ -n "$files" ] || fail "no .cmake or .pc file found"
+  for path in $paths; do
+    # shellcheck disable=SC2086
+    hits=$(grep -lF "$path" $files || true)
+    [ -z "$hits" ] || fail "installed files name $path (not relocatable): $hits"
+  done
+  if command -v readelf >/dev/null 2>&1; then
+    rp=$(readelf -d "$LIB/libhakmem.so" | grep -E 'RPATH|RUNPATH' || true)
+    [ -z "$rp" ] || fail "libhakmem.so keeps a run path: $rp"
+  fi
+  echo "installed and moved to $P: relocatable"
+  ;;
+
+cmake)
+  [ -d "$P" ] || fail "no installed tree at $P (run the stage step first)"
+  B=$W/downstream-build
+  rm -rf "$B"
+  env -u LD_LIBRARY_PATH "$HAK_CMAKE" -S "$HAK_SOURCE_DIR/test/downstream" -B "$B" \
+    -G "$HAK_GENERATOR" ${HAK_MAKE_PROGRAM:+"-DCMAKE_MAKE_PROGRAM=$HAK_MAKE_PROGRAM"} \
+    "-DCMAKE_C_COMPILER=$HAK_CC" "-DCMAKE_CXX_COMPILER=$HAK_CXX" \
+    -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$P" \
+    -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF \
+    "-DCMAKE_C_FLAGS=$SAN" "-DCMAKE_CXX_FLAGS=$SAN" "-DCMAKE_EXE_LINKER_FLAGS=$SAN" \
+    >"$W/downstream-configure.log" 2>&1 ||
+    { cat "$W/downstream-configure.log"; fail "configuring test/downstream"; }
+  found=$(sed -n 's/^hakmem_DIR:[A-Z]*=//p' "$B/CMakeCache.txt")
+  [ "$found" = "$LIB/cmake/hakmem" ] ||
+    fail "find_package found hakmem in '$found', not in the moved prefix $LIB/cmake/hakmem"
+  "$HAK_CMAKE" --build "$B" -j 2 >"$W/downstream-build.log" 2>&1 ||
+    { cat "$W/downstream-build.log"; fail "building test/downstream"; }
+  for exe in downstream_static downstream_shared downstream_cxx; do
+    # No LD_LIBRARY_PATH: the shared one finds libhakmem.so by its run path.
+    env -u LD_LIBRARY_PATH "$B/$exe" || fail "$exe failed (exit $?)"
+  done
+  ;;
+
+pkgconfig)
+  [ -d "$P" ] || fail "no installed tree at $P (run the stage step first)"
+  command -v pkg-config >/dev/null 2>&1 || { echo "pkg-config not installed: skipped"; exit 77; }
+  PKG_CONFIG_PATH=$LIB/pkgconfig
+  export PKG_CONFIG_PATH
+  pkg-config --exists --print-errors hakmem || fail "pkg-config does not find hakmem"
+  v=$(pkg-config --modversion hakmem)
+  [ "$v" = "$HAK_VERSION" ] || fail "pkg-config version $v, expected $HAK_VERSION"
+  pc_prefix=$(pkg-config --variable=prefix hakmem)
+  [ "$(cd "$pc_prefix" && pwd -P)" = "$(cd "$P" && pwd -P)" ] ||
+    fail "hakmem.pc resolves its prefix to $pc_prefix, not $P"
+  main=$HAK_SOURCE_DIR/test/downstream/main.c
+  strict="-std=c11 -Wall -Wextra -Wpedantic -Werror"
+
+  # As pkg-config gives it: -lhakmem, which the linker takes as the .so.
+  # shellcheck disable=SC2046,SC2086
+  "$HAK_CC" $strict $SAN -DEXPECT_SHARED=1 "$main" -o "$W/pc_shared" \
+    $(pkg-config --cflags --libs hakmem) -ldl || fail "pkg-config shared build"
+  LD_LIBRARY_PATH=$LIB "$W/pc_shared" || fail "pc_shared failed"
+
+  # Static: the archive, plus the private libraries pkg-config lists.
+  libs=""
+  for t in $(pkg-config --static --libs hakmem); do
+    [ "$t" = "-lhakmem" ] && t="-Wl,-Bstatic -lhakmem -Wl,-Bdynamic"
+    libs="$libs $t"
+  done
+  # shellcheck disable=SC2046,SC2086
+  "$HAK_CC" $strict $SAN -DEXPECT_SHARED=0 "$main" -o "$W/pc_static" \
+    $(pkg-config --cflags hakmem) $libs -ldl || fail "pkg-config static build"
+  env -u LD_LIBRARY_PATH "$W/pc_static" || fail "pc_static failed"
+  ;;
+
+*)
+  fail "unknown step $step"
+  ;;
+esac
