@@ -2,14 +2,14 @@
 # run_program.sh - runs an ordinary program twice, without and with
 # libhakmem.so preloaded, and compares what it prints.
 #
-# Usage: run_program.sh <python|sqlite|git> <path to libhakmem.so> <work dir>
+# Usage: run_program.sh <python|sqlite|git|perl> <path to libhakmem.so> <work dir>
 #
 # Exit status: 0 when both runs succeed with the same standard output; 1 when
 # the preloaded run fails, crashes, reports misuse or prints something else;
 # 77 (ctest's SKIP_RETURN_CODE) when the program is not installed.
 set -u
 
-mode=${1:?mode: python, sqlite or git}
+mode=${1:?mode: python, sqlite, git or perl}
 lib=${2:?path to libhakmem.so}
 work=${3:?work directory}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +36,7 @@ case $mode in
 python) prog=$(find_program /usr/bin/python3 python3) ;;
 sqlite) prog=$(find_program /usr/bin/sqlite3 sqlite3) ;;
 git) prog=$(find_program /usr/bin/git git) ;;
+perl) prog=$(find_program /usr/bin/perl perl) ;;
 *) fail "unknown mode '$mode'" ;;
 esac
 if [ -z "${prog:-}" ]; then
@@ -72,6 +73,10 @@ workload() {
     ;;
   git)
     (cd "$dir" && git_workload >out 2>err)
+    ;;
+  perl)
+    (cd "$dir" && env -u PERL5LIB -u PERL5OPT LC_ALL=C \
+      "$prog" "$here/alloc_heavy.pl" >out 2>err)
     ;;
   esac
 }
