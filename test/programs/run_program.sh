@@ -93,8 +93,9 @@ git_workload() {
   cd repo || return 1
   i=1
   while [ $i -le 12 ]; do
-    export GIT_AUTHOR_DATE="2024-01-$(printf %02d $i)T12:00:00Z"
-    export GIT_COMMITTER_DATE="$GIT_AUTHOR_DATE"
+    GIT_AUTHOR_DATE="2024-01-$(printf %02d $i)T12:00:00Z"
+    GIT_COMMITTER_DATE="$GIT_AUTHOR_DATE"
+    export GIT_AUTHOR_DATE GIT_COMMITTER_DATE
     mkdir -p "dir$((i % 3))"
     # Files of a few bytes to a few hundred kilobytes, some changed every
     # commit (deltas for gc to find).
