@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -937,6 +938,57 @@ static void test_fork(void **state) {
   hak_os_superslab_free(ss);
 }
 
+/* The permissions /proc/self/maps shows for the mapping holding p ("rw-p"),
+ * or "" if none does. */
+static void perms_of(const void *p, char out[5]) {
+  out[0] = 0;
+  FILE *f = fopen("/proc/self/maps", "r");
+  assert_non_null(f);
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    char perms[5];
+    if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3 &&
+        (uintptr_t)p >= lo && (uintptr_t)p < hi) {
+      memcpy(out, perms, 5);
+      break;
+    }
+  }
+  fclose(f);
+}
+
+static void test_protect(void **state) {
+  (void)state;
+  bool zeroed;
+  char *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  memset(ss, 0x6B, 8 * PAGE);
+  char perms[5];
+  perms_of(ss + 2 * PAGE, perms);
+  assert_string_equal(perms, "rw-p");
+
+  hak_os_protect(ss + 2 * PAGE, 3 * PAGE, false);
+  perms_of(ss + 2 * PAGE, perms);
+  assert_string_equal(perms, "---p");
+  perms_of(ss + 4 * PAGE, perms);
+  assert_string_equal(perms, "---p");
+  perms_of(ss + PAGE, perms); /* only the range asked for */
+  assert_string_equal(perms, "rw-p");
+  perms_of(ss + 5 * PAGE, perms);
+  assert_string_equal(perms, "rw-p");
+  assert_true(hak_os_is_region(ss));
+
+  /* Access again: the contents were kept. */
+  hak_os_protect(ss + 2 * PAGE, 3 * PAGE, true);
+  perms_of(ss + 3 * PAGE, perms);
+  assert_string_equal(perms, "rw-p");
+  const unsigned char *b = (const unsigned char *)ss;
+  for (size_t i = 0; i < 8 * PAGE; i++)
+    if (b[i] != 0x6B)
+      fail_msg("byte %zu changed to %#x", i, b[i]);
+  hak_os_superslab_free(ss);
+}
+
 /* Messages go to descriptor 2 whole, whatever their length. */
 static void test_write_stderr(void **state) {
   (void)state;
@@ -997,6 +1049,7 @@ int main(void) {
       T(test_threads),
       T(test_fork),
       T(test_write_stderr),
+      T(test_protect),
   };
   return cmocka_run_group_tests_name("os", tests, NULL, NULL);
 }

@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -268,6 +270,64 @@ static void test_snapshot_fast_is_zero(void **state) {
   assert_memory_equal(&s, &zero, sizeof s);
 }
 #endif
+
+/* fork while the registry lock is held (as the fork handlers hold it): the
+ * child gets a working lock, a snapshot, and new threads that count. */
+static void *count_and_exit(void *arg) {
+  (void)arg;
+  count_some(1, 7);
+  return NULL;
+}
+
+static void test_fork(void **state) {
+  (void)state;
+  count_some(1, 3);
+  struct hak_stats_snapshot before;
+  hak_stats_snapshot(&before);
+  hak_stats_fork_prepare();
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    hak_stats_fork_child();
+    alarm(10); /* a dead lock ends the child instead of hanging it */
+    struct hak_stats_snapshot a, b, want;
+    hak_stats_snapshot(&a);
+    /* The parent's counts were inherited. */
+    if (memcmp(&a, &before, sizeof a) != 0)
+      _exit(2);
+    pthread_t t;
+    if (pthread_create(&t, NULL, count_and_exit, NULL) != 0 ||
+        pthread_join(t, NULL) != 0)
+      _exit(3);
+    hak_stats_snapshot(&b);
+    memset(&want, 0, sizeof want);
+    if (HAK_GATE_COUNT_SYSCALLS) {
+      want.count[HAK_STAT_SYS_MADVISE] = 7;
+      want.count[HAK_STAT_OS_BYTES_MAPPED] = 7;
+    }
+    if (HAK_GATE_COUNT_PATHS) {
+      want.count[HAK_STAT_TINY_MALLOC] = 14;
+      want.class_malloc[1] = 7;
+      want.class_free[HAK_STATS_CLASSES - 2] = 7;
+    }
+    for (int i = 0; i < HAK_STAT_COUNT; i++)
+      if (b.count[i] - a.count[i] != want.count[i])
+        _exit(4);
+    for (int i = 0; i < HAK_STATS_CLASSES; i++)
+      if (b.class_malloc[i] - a.class_malloc[i] != want.class_malloc[i] ||
+          b.class_free[i] - a.class_free[i] != want.class_free[i])
+        _exit(5);
+    _exit(0);
+  }
+  hak_stats_fork_parent();
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  /* The parent's lock was released too. */
+  struct hak_stats_snapshot after;
+  assert_true(hak_stats_try_snapshot(&after));
+}
 
 /* ---- a minimal JSON checker --------------------------------------------------- */
 
@@ -702,6 +762,7 @@ int main(void) {
 #if !HAK_GATE_COUNT_SYSCALLS && !HAK_GATE_COUNT_PATHS
       cmocka_unit_test(test_snapshot_fast_is_zero),
 #endif
+      cmocka_unit_test(test_fork),
       cmocka_unit_test(test_json_checker_rejects),
       cmocka_unit_test(test_format_json),
       cmocka_unit_test(test_format_text),
