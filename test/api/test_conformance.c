@@ -164,6 +164,11 @@ static void test_realloc_up_and_down_every_tier(void **state) {
       300 * KiB,  1000,       5 * MiB, 40 * KiB,
   };
   realloc_chain(sizes, sizeof sizes / sizeof sizes[0], 1);
+  /* A huge block shrunk in place below a superslab (its region shrinks with
+   * it), then grown again, past a superslab, and down to mid. */
+  const size_t huge_down_up[] = {5 * MiB, 2 * MiB + 600 * KiB, 3 * MiB + 900 * KiB,
+                                 4 * MiB + 512 * KiB, 9 * MiB, 300 * KiB};
+  realloc_chain(huge_down_up, sizeof huge_down_up / sizeof huge_down_up[0], 500);
 }
 
 static void test_realloc_each_transition(void **state) {
