@@ -58,6 +58,7 @@ static void on_stats_signal(int sig) {
 }
 
 static void init_once_body(void) {
+  hak_tiny_init(); /* the secret the mid tier's lists are encoded with */
   if (HAK_GATE_ENV_CONFIG)
     hak_config_load(&hak_config);
   struct hak_os_config os = hak_os_default_config();

@@ -76,6 +76,11 @@ struct hak_tiny_heap {
 extern __thread struct hak_tiny_heap hak_tiny_heap
     __attribute__((tls_model("initial-exec")));
 
+/* Sets up what every heap shares (the secret, the thread-exit key).  Runs
+ * once; called by the first heap and by libhak-core's start-up, so that the
+ * secret is fixed before any tier encodes a free-list link with it. */
+HAK_INTERNAL void hak_tiny_init(void);
+
 /* Out-of-line paths. */
 HAK_INTERNAL void *hak_tiny_refill(unsigned cls);
 HAK_INTERNAL void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s);

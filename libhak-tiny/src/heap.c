@@ -40,8 +40,10 @@ static void make_exit_key(void) {
   hak_tiny_secret ^= x ^ (x >> 29);
 }
 
+void hak_tiny_init(void) { pthread_once(&exit_key_once, make_exit_key); }
+
 static HAK_COLD void heap_init(struct hak_tiny_heap *h) {
-  pthread_once(&exit_key_once, make_exit_key);
+  hak_tiny_init();
   h->id = __atomic_fetch_add(&next_heap_id, 1, __ATOMIC_RELAXED);
   h->exited = 0;
   /* Last: pthread_setspecific may allocate, and that allocation must find
