@@ -474,6 +474,51 @@ static void test_huge_impossible_size(void **state) {
   assert_int_equal(errno, ENOMEM);
 }
 
+/* Zero sizes: whatever they return, the registry must tell the truth (a
+ * registered base is mapped), and a region keeps at least its header page,
+ * which every free writes.  Last in the list: a failure here can leave a
+ * stale registry bit behind. */
+static void test_huge_alloc_zero(void **state) {
+  (void)state;
+  configure(2, 16, 0);
+  size_t mapped = 77;
+  bool zeroed;
+  errno = 0;
+  char *p = hak_os_huge_alloc(0, &mapped, &zeroed);
+  if (!p) {
+    assert_int_equal(errno, ENOMEM);
+    return;
+  }
+  assert_true(hak_os_is_region(p));
+  if (!is_mapped(p, PAGE))
+    fail_msg("hak_os_huge_alloc(0) = %p, registered but not mapped "
+             "(mapped = %zu): its free would write to an unmapped page",
+             (void *)p, mapped);
+  assert_true(mapped >= PAGE);
+  hak_os_huge_free(p, mapped);
+  assert_false(hak_os_is_region(p));
+}
+
+static void test_huge_resize_to_zero(void **state) {
+  (void)state;
+  configure(2, 16, 0);
+  size_t mapped, m2 = 77;
+  bool zeroed;
+  char *h = hak_os_huge_alloc(2 * PAGE, &mapped, &zeroed);
+  assert_non_null(h);
+  if (hak_os_huge_resize(h, mapped, 0, &m2)) {
+    if (!is_mapped(h, PAGE))
+      fail_msg("hak_os_huge_resize(h, %zu, 0) unmapped the whole region, "
+               "which stays registered (new_mapped = %zu)", mapped, m2);
+    assert_true(m2 >= PAGE);
+    mapped = m2;
+  }
+  assert_true(hak_os_is_region(h));
+  assert_true(is_mapped(h, mapped));
+  hak_os_huge_free(h, mapped);
+  assert_false(hak_os_is_region(h));
+}
+
 /* Reserves [p, p + n) if nothing is mapped there; returns whether it did. */
 static int reserve_fixed(void *p, size_t n) {
   void *r = mmap(p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
@@ -1050,6 +1095,8 @@ int main(void) {
       T(test_fork),
       T(test_write_stderr),
       T(test_protect),
+      T(test_huge_alloc_zero),
+      T(test_huge_resize_to_zero),
   };
   return cmocka_run_group_tests_name("os", tests, NULL, NULL);
 }
