@@ -1,7 +1,11 @@
 #!/bin/sh
 # install_test.sh <step> - the installed tree works where it is moved to.
 #
-# Steps (ctest runs them in this order through a fixture):
+# Steps (ctest runs them in this order through fixtures):
+#   build      (only for a tree of another layout) configure and build hakmem
+#              from HAK_SOURCE_DIR into HAK_BUILD_DIR with
+#              CMAKE_INSTALL_LIBDIR=HAK_LIBDIR and the variant and sanitizers
+#              of the enclosing build (HAK_VARIANT, HAK_SANITIZE).
 #   stage      cmake --install the build tree into <work>/stage, then MOVE it
 #              to <work>/prefix; check the files, and that no installed
 #              .cmake or .pc file names the build, source or staging path.
@@ -12,10 +16,11 @@
 # Environment (set by test/install/CMakeLists.txt): HAK_CMAKE, HAK_BUILD_DIR,
 # HAK_SOURCE_DIR, HAK_WORK, HAK_LIBDIR, HAK_INCLUDEDIR, HAK_VERSION, HAK_CC,
 # HAK_CXX, HAK_GENERATOR, HAK_MAKE_PROGRAM, HAK_SAN_FLAGS (the sanitizer
-# flags of the hakmem build: a sanitized library needs them to link).
+# flags of the hakmem build: a sanitized library needs them to link), and for
+# the build step HAK_VARIANT and HAK_SANITIZE.
 set -eu
 
-step=${1:?usage: install_test.sh stage|cmake|pkgconfig}
+step=${1:?usage: install_test.sh build|stage|cmake|pkgconfig}
 W=$HAK_WORK
 P=$W/prefix
 LIB=$P/$HAK_LIBDIR
@@ -27,6 +32,22 @@ fail() {
 }
 
 case $step in
+build)
+  mkdir -p "$HAK_BUILD_DIR"
+  "$HAK_CMAKE" -S "$HAK_SOURCE_DIR" -B "$HAK_BUILD_DIR" -G "$HAK_GENERATOR" \
+    ${HAK_MAKE_PROGRAM:+"-DCMAKE_MAKE_PROGRAM=$HAK_MAKE_PROGRAM"} \
+    "-DCMAKE_C_COMPILER=$HAK_CC" "-DCMAKE_CXX_COMPILER=$HAK_CXX" \
+    -DCMAKE_BUILD_TYPE=Release "-DCMAKE_INSTALL_LIBDIR=$HAK_LIBDIR" \
+    "-DHAKMEM_VARIANT=$HAK_VARIANT" "-DHAKMEM_SANITIZE=${HAK_SANITIZE:-}" \
+    -DHAKMEM_BUILD_TESTS=OFF -DHAKMEM_BUILD_BENCH=OFF \
+    >"$HAK_BUILD_DIR.configure.log" 2>&1 ||
+    { cat "$HAK_BUILD_DIR.configure.log"; fail "configuring hakmem with CMAKE_INSTALL_LIBDIR=$HAK_LIBDIR"; }
+  "$HAK_CMAKE" --build "$HAK_BUILD_DIR" -j 2 --target hakmem hakmem_shared \
+    >"$HAK_BUILD_DIR.build.log" 2>&1 ||
+    { cat "$HAK_BUILD_DIR.build.log"; fail "building hakmem"; }
+  echo "built hakmem with CMAKE_INSTALL_LIBDIR=$HAK_LIBDIR"
+  ;;
+
 stage)
   rm -rf "$W"
   mkdir -p "$W"
