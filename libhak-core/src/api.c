@@ -42,6 +42,8 @@ static void fork_parent(void) {
   hak_large_fork_parent();
 }
 
+/* The child's only thread is the one that took every lock in
+ * fork_prepare: it releases them (re-creating a held mutex is undefined). */
 static void fork_child(void) {
   hak_stats_fork_child();
   hak_os_fork_child();
@@ -119,7 +121,7 @@ static HAK_COLD void *malloc_slow(size_t size) {
   return hak_large_malloc(size, 0, &zeroed);
 }
 
-void *hak_malloc(size_t size) {
+static inline __attribute__((always_inline)) void *malloc_impl(size_t size) {
   if (HAK_LIKELY(size - 1 < HAK_TINY_MAX)) /* 1..1024; 0 wraps */
     return hak_tiny_malloc(size);
   return malloc_slow(size);
@@ -153,7 +155,7 @@ static HAK_COLD void free_other(void *p, struct hak_region *r) {
   }
 }
 
-void hak_free(void *p) {
+static inline __attribute__((always_inline)) void free_impl(void *p) {
   struct hak_region *r = hak_region_of(p);
   /* The fast build trusts the pointer; the others first make sure that the
    * header it masks to is one of hakmem's regions. */
@@ -165,10 +167,6 @@ void hak_free(void *p) {
   free_other(p, r);
 }
 
-void hak_free_sized(void *p, size_t size) {
-  (void)size; /* the header knows; the size is not trusted */
-  hak_free(p);
-}
 
 /* ---- sizes --------------------------------------------------------------- */
 
@@ -192,12 +190,15 @@ static size_t usable_size(const void *p, const char *func) {
 }
 
 size_t hak_usable_size(const void *p) {
-  return p ? usable_size(p, "malloc_usable_size") : 0;
+  VG_ENTER(); /* headers may sit where freed blocks once were */
+  size_t n = p ? usable_size(p, "malloc_usable_size") : 0;
+  VG_LEAVE();
+  return n;
 }
 
 /* ---- calloc -------------------------------------------------------------- */
 
-void *hak_calloc(size_t count, size_t size) {
+static void *calloc_impl(size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) {
     errno = ENOMEM;
@@ -212,7 +213,7 @@ void *hak_calloc(size_t count, size_t size) {
       memset(p, 0, total);
     return p;
   }
-  void *p = hak_malloc(total);
+  void *p = malloc_impl(total);
   if (p)
     memset(p, 0, total);
   return p;
@@ -220,11 +221,15 @@ void *hak_calloc(size_t count, size_t size) {
 
 /* ---- realloc ------------------------------------------------------------- */
 
-void *hak_realloc(void *p, size_t size) {
-  if (p == NULL)
-    return hak_malloc(size);
+static void *realloc_impl(void *p, size_t size) {
+  if (p == NULL) {
+    void *q = malloc_impl(size);
+    VG_ALLOC(q, 0);
+    return q;
+  }
   if (size == 0) { /* glibc: free and return NULL */
-    hak_free(p);
+    VG_FREE(p);
+    free_impl(p);
     return NULL;
   }
   size_t old = usable_size(p, "realloc");
@@ -235,26 +240,30 @@ void *hak_realloc(void *p, size_t size) {
     /* Keep the block if it is still at least half used; grow in place where
      * the region allows. */
     if (size > HAK_MID_MAX && (size > old || size >= old / 2) &&
-        hak_large_resize(p, size))
+        hak_large_resize(p, size)) {
+      VG_RESIZE(p, old, hak_large_usable_size(p));
       return p;
+    }
   } else if (size <= old && size > old / 2) {
     return p; /* still fits its class and is not mostly wasted */
   }
-  void *q = hak_malloc(size);
+  void *q = malloc_impl(size);
   if (!q)
     return NULL; /* errno ENOMEM; p is untouched */
+  VG_ALLOC(q, 0);
   memcpy(q, p, size < old ? size : old);
-  hak_free(p);
+  VG_FREE(p);
+  free_impl(p);
   return q;
 }
 
-void *hak_reallocarray(void *p, size_t count, size_t size) {
+static void *reallocarray_impl(void *p, size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) {
     errno = ENOMEM;
     return NULL;
   }
-  return hak_realloc(p, total);
+  return realloc_impl(p, total);
 }
 
 /* ---- aligned allocation ---------------------------------------------------- */
@@ -262,7 +271,7 @@ void *hak_reallocarray(void *p, size_t count, size_t size) {
 /* align is a power of two. */
 static void *malloc_aligned(size_t align, size_t size) {
   if (align <= 16)
-    return hak_malloc(size);
+    return malloc_impl(size);
   if (size == 0)
     size = 1;
   if (size > PTRDIFF_MAX) {
@@ -288,7 +297,7 @@ static void *malloc_aligned(size_t align, size_t size) {
 
 static bool power_of_two(size_t x) { return x && !(x & (x - 1)); }
 
-int hak_posix_memalign(void **out, size_t align, size_t size) {
+static int posix_memalign_impl(void **out, size_t align, size_t size) {
   if (!power_of_two(align) || align % sizeof(void *))
     return EINVAL;
   int saved = errno;
@@ -302,7 +311,7 @@ int hak_posix_memalign(void **out, size_t align, size_t size) {
   return 0;
 }
 
-void *hak_aligned_alloc(size_t align, size_t size) {
+static void *aligned_alloc_impl(size_t align, size_t size) {
   if (!power_of_two(align)) {
     errno = EINVAL;
     return NULL;
@@ -310,7 +319,7 @@ void *hak_aligned_alloc(size_t align, size_t size) {
   return malloc_aligned(align, size);
 }
 
-void *hak_memalign(size_t align, size_t size) {
+static void *memalign_impl(size_t align, size_t size) {
   /* As glibc: an alignment below 16 is no constraint, one that is not a
    * power of two is rounded up to the next, an impossible one is EINVAL. */
   if (align > SIZE_MAX / 2 + 1) {
@@ -322,9 +331,7 @@ void *hak_memalign(size_t align, size_t size) {
   return malloc_aligned(align, size);
 }
 
-void *hak_valloc(size_t size) { return malloc_aligned(HAK_PAGE_SIZE, size); }
-
-void *hak_pvalloc(size_t size) {
+static void *pvalloc_impl(size_t size) {
   if (size > SIZE_MAX - HAK_PAGE_SIZE) {
     errno = ENOMEM;
     return NULL;
@@ -332,6 +339,80 @@ void *hak_pvalloc(size_t size) {
   size_t rounded = (size + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1);
   return malloc_aligned(HAK_PAGE_SIZE, rounded ? rounded : HAK_PAGE_SIZE);
 }
+
+/* ---- the public functions --------------------------------------------------
+ * Each is its _impl above; in a valgrind build (HAKMEM_VALGRIND) they also
+ * tell memcheck where blocks begin and end, and silence it while hakmem's own
+ * code touches freed blocks (their links and markers). */
+
+void *hak_malloc(size_t size) {
+  VG_ENTER();
+  void *p = malloc_impl(size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  return p;
+}
+
+void hak_free(void *p) {
+  VG_ENTER();
+  VG_FREE(p);
+  free_impl(p);
+  VG_LEAVE();
+}
+
+void hak_free_sized(void *p, size_t size) {
+  (void)size; /* the header knows; the size is not trusted */
+  hak_free(p);
+}
+
+void *hak_calloc(size_t count, size_t size) {
+  VG_ENTER();
+  void *p = calloc_impl(count, size);
+  VG_ALLOC(p, 1);
+  VG_LEAVE();
+  return p;
+}
+
+void *hak_realloc(void *p, size_t size) {
+  VG_ENTER();
+  void *q = realloc_impl(p, size);
+  VG_LEAVE();
+  return q;
+}
+
+void *hak_reallocarray(void *p, size_t count, size_t size) {
+  VG_ENTER();
+  void *q = reallocarray_impl(p, count, size);
+  VG_LEAVE();
+  return q;
+}
+
+int hak_posix_memalign(void **out, size_t align, size_t size) {
+  VG_ENTER();
+  int rc = posix_memalign_impl(out, align, size);
+  if (rc == 0)
+    VG_ALLOC(*out, 0);
+  VG_LEAVE();
+  return rc;
+}
+
+#define ALIGNED_ENTRY(call)                                                    \
+  do {                                                                         \
+    VG_ENTER();                                                                \
+    void *p_ = (call);                                                         \
+    VG_ALLOC(p_, 0);                                                           \
+    VG_LEAVE();                                                                \
+    return p_;                                                                 \
+  } while (0)
+
+void *hak_aligned_alloc(size_t align, size_t size) {
+  ALIGNED_ENTRY(aligned_alloc_impl(align, size));
+}
+void *hak_memalign(size_t align, size_t size) {
+  ALIGNED_ENTRY(memalign_impl(align, size));
+}
+void *hak_valloc(size_t size) { ALIGNED_ENTRY(malloc_aligned(HAK_PAGE_SIZE, size)); }
+void *hak_pvalloc(size_t size) { ALIGNED_ENTRY(pvalloc_impl(size)); }
 
 /* ---- statistics --------------------------------------------------------- */
 

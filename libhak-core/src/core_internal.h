@@ -43,6 +43,30 @@ static inline void hak_ensure_init(void) {
     hak_init();
 }
 
+/* ---- valgrind (HAKMEM_VALGRIND builds) ------------------------------------ */
+#if defined(HAK_VALGRIND) && HAK_VALGRIND
+#include <valgrind/memcheck.h>
+#define VG_ENTER() VALGRIND_DISABLE_ERROR_REPORTING
+#define VG_LEAVE() VALGRIND_ENABLE_ERROR_REPORTING
+#define VG_ALLOC(p, zeroed)                                                    \
+  do {                                                                         \
+    if (p)                                                                     \
+      VALGRIND_MALLOCLIKE_BLOCK((p), hak_usable_size(p), 0, (zeroed));         \
+  } while (0)
+#define VG_FREE(p)                                                             \
+  do {                                                                         \
+    if (p)                                                                     \
+      VALGRIND_FREELIKE_BLOCK((p), 0);                                         \
+  } while (0)
+#define VG_RESIZE(p, old, new) VALGRIND_RESIZEINPLACE_BLOCK((p), (old), (new), 0)
+#else
+#define VG_ENTER() ((void)0)
+#define VG_LEAVE() ((void)0)
+#define VG_ALLOC(p, zeroed) ((void)0)
+#define VG_FREE(p) ((void)0)
+#define VG_RESIZE(p, old, new) ((void)0)
+#endif
+
 /* ---- misuse ---------------------------------------------------------- */
 HAK_INTERNAL __attribute__((noreturn)) void hak_misuse(const char *func,
                                                        const char *what,

@@ -405,8 +405,4 @@ void hak_mid_fork_parent(void) {
     pthread_mutex_unlock(&classes[i].lock);
 }
 
-void hak_mid_fork_child(void) {
-  pthread_mutex_init(&ss_lock, NULL);
-  for (int i = 0; i < HAK_MID_CLASSES; i++)
-    pthread_mutex_init(&classes[i].lock, NULL);
-}
+void hak_mid_fork_child(void) { hak_mid_fork_parent(); }

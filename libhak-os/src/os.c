@@ -211,7 +211,7 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
     errno = ENOMEM;
     return NULL;
   }
-  size = page_round(size);
+  size = page_round(size ? size : 1); /* a region is never empty */
   pthread_mutex_lock(&os_lock);
   /* Best fit among cached regions no more than twice the size, so that a
    * small request does not pin a big region. */
@@ -264,7 +264,7 @@ void hak_os_huge_free(void *base, size_t mapped) {
 
 bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
                         size_t *new_mapped) {
-  new_size = page_round(new_size);
+  new_size = page_round(new_size ? new_size : 1);
   if (new_size == mapped) {
     *new_mapped = mapped;
     return true;
@@ -309,9 +309,9 @@ struct hak_os_cache_info hak_os_cache_info(void) {
 
 void hak_os_fork_prepare(void) { pthread_mutex_lock(&os_lock); }
 void hak_os_fork_parent(void) { pthread_mutex_unlock(&os_lock); }
-void hak_os_fork_child(void) {
-  pthread_mutex_init(&os_lock, NULL);
-}
+/* The child unlocks what its (only) thread locked before fork: re-creating
+ * a held mutex is undefined behaviour. */
+void hak_os_fork_child(void) { pthread_mutex_unlock(&os_lock); }
 
 /* ---- messages and process state -------------------------------------- */
 

@@ -97,7 +97,12 @@ static inline struct hak_stats_thread *hak_stats_self(void) {
     hak_stats_register_thread();
   return t;
 }
-#define HAK_STAT_ADD_(id, n) (hak_stats_self()->count[HAK_STAT_##id] += (n))
+/* The owner adds with a relaxed load and a relaxed store (plain moves, no
+ * locked instruction), so that a report's relaxed loads do not race. */
+static inline void hak_stats_bump(uint64_t *c, uint64_t n) {
+  __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+#define HAK_STAT_ADD_(id, n) hak_stats_bump(&hak_stats_self()->count[HAK_STAT_##id], (n))
 #else
 #define HAK_STAT_ADD_(id, n) ((void)0)
 #endif
@@ -112,8 +117,8 @@ static inline struct hak_stats_thread *hak_stats_self(void) {
 /* Counters on every path: observe only. */
 #if HAK_GATE_COUNT_PATHS
 #define HAK_STAT_PATH(id, n) HAK_STAT_ADD_(id, n)
-#define HAK_STAT_CLASS_MALLOC(c) (hak_stats_self()->class_malloc[(c)]++)
-#define HAK_STAT_CLASS_FREE(c) (hak_stats_self()->class_free[(c)]++)
+#define HAK_STAT_CLASS_MALLOC(c) hak_stats_bump(&hak_stats_self()->class_malloc[(c)], 1)
+#define HAK_STAT_CLASS_FREE(c) hak_stats_bump(&hak_stats_self()->class_free[(c)], 1)
 #else
 #define HAK_STAT_PATH(id, n) ((void)0)
 #define HAK_STAT_CLASS_MALLOC(c) ((void)0)

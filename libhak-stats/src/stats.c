@@ -88,7 +88,7 @@ bool hak_stats_try_snapshot(struct hak_stats_snapshot *out) {
 }
 void hak_stats_fork_prepare(void) { pthread_mutex_lock(&registry_lock); }
 void hak_stats_fork_parent(void) { pthread_mutex_unlock(&registry_lock); }
-void hak_stats_fork_child(void) { pthread_mutex_init(&registry_lock, NULL); }
+void hak_stats_fork_child(void) { pthread_mutex_unlock(&registry_lock); }
 #else
 void hak_stats_fork_prepare(void) {}
 void hak_stats_fork_parent(void) {}
