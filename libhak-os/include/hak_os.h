@@ -69,7 +69,7 @@ HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
 /* The registry: one bit per HAK_SUPERSLAB_SIZE unit of the 47-bit address
  * space, set while hakmem has a region mapped there (os.c). */
 #define HAK_OS_REGISTRY_BITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
-HAK_INTERNAL extern uint64_t *hak_os_registry;
+HAK_INTERNAL extern uint64_t hak_os_registry[HAK_OS_REGISTRY_BITS / 64];
 
 /* Makes [p, p + n) inaccessible (access == false) or read-write again. */
 HAK_INTERNAL void hak_os_protect(void *p, size_t n, bool access);
@@ -79,10 +79,10 @@ HAK_INTERNAL void hak_os_protect(void *p, size_t n, bool access);
 static inline bool hak_os_is_region(const void *ss) {
   uintptr_t a = (uintptr_t)ss;
   size_t unit = a >> HAK_SUPERSLAB_SHIFT;
-  uint64_t *r = __atomic_load_n(&hak_os_registry, __ATOMIC_ACQUIRE);
-  if ((a & HAK_SUPERSLAB_MASK) || unit >= HAK_OS_REGISTRY_BITS || !r)
+  if ((a & HAK_SUPERSLAB_MASK) || unit >= HAK_OS_REGISTRY_BITS)
     return false;
-  return (__atomic_load_n(&r[unit >> 6], __ATOMIC_RELAXED) >> (unit & 63)) & 1;
+  return (__atomic_load_n(&hak_os_registry[unit >> 6], __ATOMIC_RELAXED) >>
+          (unit & 63)) & 1;
 }
 
 /* Bounds of the caches (from the configuration, set once at start-up). */

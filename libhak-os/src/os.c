@@ -106,24 +106,14 @@ void hak_os_protect(void *p, size_t n, bool access) {
 /* ---- the registry: one bit per superslab-sized unit of address space ---- */
 
 #define REGISTRY_BITS HAK_OS_REGISTRY_BITS
-uint64_t *hak_os_registry; /* REGISTRY_BITS bits, mapped on first use */
-
-static bool registry_ready(void) {
-  if (hak_os_registry)
-    return true;
-  /* NORESERVE: only the words actually set are ever backed by memory. */
-  void *p = mmap(NULL, REGISTRY_BITS / 8, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  HAK_STAT_SYS(SYS_MMAP, 1);
-  if (p == MAP_FAILED)
-    return false;
-  __atomic_store_n(&hak_os_registry, (uint64_t *)p, __ATOMIC_RELEASE);
-  return true;
-}
+/* 4 MiB of zero-initialised .bss: the kernel backs only the pages whose
+ * words are set, so it costs what a lazily mapped table would, without the
+ * pointer load and NULL test on every checked free. */
+uint64_t hak_os_registry[REGISTRY_BITS / 64];
 
 static void registry_set(const void *base, bool on) {
   size_t unit = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
-  if (unit >= REGISTRY_BITS || !hak_os_registry)
+  if (unit >= REGISTRY_BITS)
     return;
   uint64_t bit = (uint64_t)1 << (unit & 63);
   if (on)
@@ -138,8 +128,6 @@ static void registry_set(const void *base, bool on) {
 /* Maps `size` bytes aligned to HAK_SUPERSLAB_SIZE: over-reserve by one
  * alignment unit, then trim the ends.  Called with os_lock held. */
 static void *map_aligned(size_t size) {
-  if (!registry_ready())
-    return NULL;
   size_t over = size + HAK_SUPERSLAB_SIZE;
   char *p = sys_mmap(over);
   if (!p)
