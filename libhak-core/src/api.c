@@ -136,7 +136,7 @@ static HAK_COLD void free_other(void *p, struct hak_region *r) {
     hak_large_free(p);
     return;
   }
-  if (HAK_GATE_CHECKS && !hak_os_is_region(r))
+  if (HAK_GATE_CHECK_FOREIGN && !hak_os_is_region(r))
     hak_misuse("free", "invalid pointer (not from hakmem)", p);
   switch (r->kind) {
   case HAK_REGION_TINY:
@@ -159,7 +159,7 @@ static inline __attribute__((always_inline)) void free_impl(void *p) {
   struct hak_region *r = hak_region_of(p);
   /* The fast build trusts the pointer; the others first make sure that the
    * header it masks to is one of hakmem's regions. */
-  if (HAK_LIKELY((void *)r != p && (!HAK_GATE_CHECKS || hak_os_is_region(r)) &&
+  if (HAK_LIKELY((void *)r != p && (!HAK_GATE_CHECK_FOREIGN || hak_os_is_region(r)) &&
                  r->kind == HAK_REGION_TINY)) {
     hak_tiny_free(p);
     return;
@@ -174,7 +174,7 @@ static size_t usable_size(const void *p, const char *func) {
   struct hak_region *r = hak_region_of(p);
   if ((const void *)r == p)
     return hak_large_usable_size(p);
-  if (HAK_GATE_CHECKS && !hak_os_is_region(r))
+  if (HAK_GATE_CHECK_FOREIGN && !hak_os_is_region(r))
     hak_misuse(func, "invalid pointer (not from hakmem)", p);
   switch (r->kind) {
   case HAK_REGION_TINY:

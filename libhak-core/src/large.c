@@ -163,7 +163,7 @@ void hak_large_free(void *p) {
     return;
   }
   struct large_header *h = header_of(p);
-  if (HAK_GATE_CHECKS && (char *)h + h->offset != (char *)p)
+  if (HAK_GATE_CHECK_BLOCK_START && (char *)h + h->offset != (char *)p)
     hak_misuse("free", "invalid pointer (not the start of a block)", p);
   HAK_STAT_PATH(LARGE_FREE, 1);
   guard_clear(h);

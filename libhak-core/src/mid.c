@@ -83,7 +83,7 @@ static inline uint64_t freed_mark(const void *p) {
  * decoded link must lead to another block of a mid region. */
 static inline void set_next(void *p, void *next) {
   uintptr_t v = (uintptr_t)next;
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_ENCODE_LINKS)
     v ^= hak_tiny_secret ^ (uintptr_t)p;
   *(uintptr_t *)p = v;
 }
@@ -94,7 +94,7 @@ static HAK_COLD void corrupt(const void *p) {
 
 static inline void *next_of(const void *p) {
   uintptr_t v = *(const uintptr_t *)p;
-  if (HAK_GATE_CHECKS) {
+  if (HAK_GATE_ENCODE_LINKS) {
     v ^= hak_tiny_secret ^ (uintptr_t)p;
     struct hak_region *r = hak_region_of((void *)v);
     if (v && ((v & 15) || !hak_os_is_region(r) || (void *)r == (void *)v ||
@@ -308,7 +308,7 @@ static void *malloc_class(unsigned cls) {
     t->head = next_of(p);
     t->count--;
   }
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = 0;
   HAK_STAT_PATH(MID_MALLOC, 1);
   return p;
@@ -340,12 +340,14 @@ static HAK_COLD void bad_free(const void *p, const char *what) {
 
 void hak_mid_free(void *p) {
   struct mid_slab *s = slab_of(p);
-  if (HAK_GATE_CHECKS) {
+  if (HAK_GATE_CHECK_BLOCK_START) {
     uintptr_t off = (uintptr_t)((char *)p - s->start);
     uint32_t idx = (uint32_t)((off * s->div_magic) >> 32);
     if (!s->in_use || (char *)p < s->start || off >= HAK_MID_SLAB_SIZE ||
         (size_t)idx * s->block_size != off || idx >= s->carved)
       bad_free(p, "invalid pointer (not the start of a block)");
+  }
+  if (HAK_GATE_CHECK_DOUBLE_FREE) {
     if (((uint64_t *)p)[1] == freed_mark(p))
       bad_free(p, "double free");
     ((uint64_t *)p)[1] = freed_mark(p);

@@ -24,8 +24,27 @@
 #error "HAK_BUILD_VARIANT must be set by the build (0 fast, 1 standard, 2 observe)"
 #endif
 
-/* Misuse checks (invalid free, double free): off only in the fast build. */
+/* Misuse checks: off only in the fast build.  One gate per check, so that
+ * each can be measured alone (docs/BENCHMARKS.md has the tax of each; a
+ * measurement build may override one with -D, the presets never do). */
 #define HAK_GATE_CHECKS (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
+/* free looks the pointer's region up in the registry before reading its
+ * header: a pointer hakmem never returned is reported, not dereferenced. */
+#ifndef HAK_GATE_CHECK_FOREIGN
+#define HAK_GATE_CHECK_FOREIGN HAK_GATE_CHECKS
+#endif
+/* free verifies that the pointer starts a block of its slab or region. */
+#ifndef HAK_GATE_CHECK_BLOCK_START
+#define HAK_GATE_CHECK_BLOCK_START HAK_GATE_CHECKS
+#endif
+/* Freed blocks carry a marker (second word) that a double free finds. */
+#ifndef HAK_GATE_CHECK_DOUBLE_FREE
+#define HAK_GATE_CHECK_DOUBLE_FREE HAK_GATE_CHECKS
+#endif
+/* Free-list links are encoded with a secret and checked when followed. */
+#ifndef HAK_GATE_ENCODE_LINKS
+#define HAK_GATE_ENCODE_LINKS HAK_GATE_CHECKS
+#endif
 /* System-call counters: cheap (system calls are rare), kept outside fast. */
 #define HAK_GATE_COUNT_SYSCALLS (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
 /* Per-path counters (every malloc and free): the observe build only. */

@@ -108,14 +108,14 @@ static inline uint64_t hak_tiny_freed_mark(const void *p) {
  * slab only, so a decoded link that leaves the slab is corruption. */
 static inline void hak_tiny_set_next(void *p, void *next) {
   uintptr_t v = (uintptr_t)next;
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_ENCODE_LINKS)
     v ^= hak_tiny_secret ^ (uintptr_t)p;
   *(uintptr_t *)p = v;
 }
 
 static inline void *hak_tiny_next(const void *p) {
   uintptr_t v = *(const uintptr_t *)p;
-  if (HAK_GATE_CHECKS) {
+  if (HAK_GATE_ENCODE_LINKS) {
     v ^= hak_tiny_secret ^ (uintptr_t)p;
     if (HAK_UNLIKELY(v && ((v ^ (uintptr_t)p) >> HAK_TINY_SLAB_SHIFT)))
       hak_tiny_corrupt(p);
@@ -132,7 +132,7 @@ static inline void *hak_tiny_malloc(size_t n) {
   if (HAK_UNLIKELY(p == NULL))
     return hak_tiny_refill(cls);
   hak_tiny_heap.bins[cls].free = hak_tiny_next(p);
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = 0; /* clear the freed marker */
   HAK_STAT_PATH(TINY_MALLOC, 1);
   HAK_STAT_CLASS_MALLOC(cls);
@@ -162,9 +162,9 @@ static inline void hak_tiny_free(void *p) {
   struct hak_tiny_slab *s = hak_tiny_slab_of(p);
   /* A double free finds its own marker; a pointer into the middle of a
    * block, into slab 0 or into a free slab fails the block-start test. */
-  if (HAK_GATE_CHECKS &&
-      HAK_UNLIKELY(((uint64_t *)p)[1] == hak_tiny_freed_mark(p) ||
-                   !hak_tiny_is_block_start(s, p)))
+  if (HAK_UNLIKELY((HAK_GATE_CHECK_DOUBLE_FREE &&
+                    ((uint64_t *)p)[1] == hak_tiny_freed_mark(p)) ||
+                   (HAK_GATE_CHECK_BLOCK_START && !hak_tiny_is_block_start(s, p))))
     hak_tiny_bad_free(p, s);
   unsigned cls = s->cls;
   if (HAK_UNLIKELY(s->owner != hak_tiny_heap.id ||
@@ -173,7 +173,7 @@ static inline void hak_tiny_free(void *p) {
     return;
   }
   hak_tiny_set_next(p, hak_tiny_heap.bins[cls].free);
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
   hak_tiny_heap.bins[cls].free = p;
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);

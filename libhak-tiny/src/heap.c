@@ -91,7 +91,7 @@ static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
   hak_tiny_set_next(p, NULL);
   s->carved += n;
   b->free = hak_tiny_next(first);
-  if (HAK_GATE_CHECKS) /* reused memory may hold an old freed marker */
+  if (HAK_GATE_CHECK_DOUBLE_FREE) /* reused memory may hold an old freed marker */
     ((uint64_t *)first)[1] = 0;
   return first;
 }
@@ -137,7 +137,7 @@ static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
 static inline void *pop(struct hak_tiny_bin *b) {
   void *p = b->free;
   b->free = hak_tiny_next(p);
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = 0;
   return p;
 }
@@ -202,7 +202,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
 HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   struct hak_tiny_heap *h = &hak_tiny_heap;
   uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
-  if (HAK_GATE_CHECKS)
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
   if (owner != h->id) {
     /* Remote: push onto the slab's list.  Only its owner takes from it, and
