@@ -63,11 +63,6 @@ void hak_os_fail_next_mappings(unsigned n) {
 /* ---- system calls, each counted -------------------------------------- */
 
 static void *sys_mmap(size_t size) {
-  if (HAK_UNLIKELY(__atomic_load_n(&fail_mappings, __ATOMIC_RELAXED))) {
-    __atomic_fetch_sub(&fail_mappings, 1, __ATOMIC_RELAXED);
-    errno = ENOMEM;
-    return NULL;
-  }
   HAK_STAT_SYS(SYS_MMAP, 1);
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -127,9 +122,36 @@ static void registry_set(const void *base, bool on) {
 
 /* Maps `size` bytes aligned to HAK_SUPERSLAB_SIZE: over-reserve by one
  * alignment unit, then trim the ends.  Called with os_lock held. */
+static void unmap_region(void *base, size_t size);
+
+/* Unmaps every cached region; returns whether there was any.  Called with
+ * os_lock held. */
+static bool release_caches_locked(void) {
+  bool any = warm_count || cold_count || huge_count;
+  while (warm_count)
+    unmap_region(warm[--warm_count], HAK_SUPERSLAB_SIZE);
+  while (cold_count)
+    unmap_region(cold[--cold_count], HAK_SUPERSLAB_SIZE);
+  while (huge_count) {
+    huge_count--;
+    unmap_region(huge_cache[huge_count].base, huge_cache[huge_count].mapped);
+  }
+  huge_bytes = 0;
+  return any;
+}
+
 static void *map_aligned(size_t size) {
+  if (HAK_UNLIKELY(__atomic_load_n(&fail_mappings, __ATOMIC_RELAXED))) {
+    __atomic_fetch_sub(&fail_mappings, 1, __ATOMIC_RELAXED);
+    errno = ENOMEM;
+    return NULL;
+  }
   size_t over = size + HAK_SUPERSLAB_SIZE;
   char *p = sys_mmap(over);
+  /* Refused (address space or a limit exhausted): what the caches hold is
+   * the program's to have back before it is told there is no memory. */
+  if (!p && release_caches_locked())
+    p = sys_mmap(over);
   if (!p)
     return NULL;
   uintptr_t a = ((uintptr_t)p + HAK_SUPERSLAB_MASK) & ~(uintptr_t)HAK_SUPERSLAB_MASK;
@@ -275,15 +297,7 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
 
 void hak_os_release_caches(void) {
   pthread_mutex_lock(&os_lock);
-  while (warm_count)
-    unmap_region(warm[--warm_count], HAK_SUPERSLAB_SIZE);
-  while (cold_count)
-    unmap_region(cold[--cold_count], HAK_SUPERSLAB_SIZE);
-  while (huge_count) {
-    huge_count--;
-    unmap_region(huge_cache[huge_count].base, huge_cache[huge_count].mapped);
-  }
-  huge_bytes = 0;
+  release_caches_locked();
   pthread_mutex_unlock(&os_lock);
 }
 
