@@ -7,8 +7,22 @@
  * block kept its contents.  A child that deadlocks on a lock held at fork
  * time is killed by its alarm, so the test fails instead of hanging.
  *
+ * Nested: children that start worker threads of their own and fork again
+ * while those run, three generations deep, each checking the blocks it
+ * inherited.  From a thread: a thread other than the main one forks while
+ * other threads allocate, pass blocks to each other (remote frees), and
+ * start and end (thread-exit hand-over of slabs, the mid tier's flush, the
+ * statistics' fold-in: every lock those paths take is held by someone at
+ * some fork).
+ *
  * The child never calls cmocka (a failure there would unwind into the
  * child's copy of the runner); it reports through its exit status.
+ *
+ * HAK_FORK_CHILD_THREADS=0 (environment): children start no threads.
+ * ThreadSanitizer cannot follow a thread created after a multi-threaded
+ * fork (it dies: "starting new threads after multi-threaded fork is not
+ * supported", or "dup thread with used id" with die_after_fork=0), so the
+ * tsan build runs this test in that mode (test/api/CMakeLists.txt).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,6 +42,7 @@
 #define FORKS 50
 
 static volatile int stop_workers;
+static bool child_threads = true; /* HAK_FORK_CHILD_THREADS */
 
 static size_t worker_size(uint64_t *rng) {
   unsigned r = (unsigned)rng_below(rng, 100);
@@ -159,6 +174,8 @@ static int child_main(int round) {
     hak_free(inherited[i].p);
   }
   /* Threads work in the child too: its locks were reset, not left held. */
+  if (!child_threads)
+    return churn(2000 + (uint64_t)round, 1000);
   pthread_t th;
   if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(round + 5000)))
     return CHILD_THREAD;
@@ -248,14 +265,20 @@ static int child_report(int round) {
   char buf[4096];
   if (hak_stats_report(buf, sizeof buf, round & 1) == 0)
     return 20;
-  pthread_t th;
-  if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(round + 9000)))
-    return CHILD_THREAD;
-  void *ret;
-  if (pthread_join(th, &ret))
-    return CHILD_THREAD;
-  if (ret)
-    return (int)(intptr_t)ret;
+  if (child_threads) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(round + 9000)))
+      return CHILD_THREAD;
+    void *ret;
+    if (pthread_join(th, &ret))
+      return CHILD_THREAD;
+    if (ret)
+      return (int)(intptr_t)ret;
+  } else {
+    int st = churn(9000 + (uint64_t)round, 1000);
+    if (st)
+      return st;
+  }
   if (hak_stats_report(buf, sizeof buf, 0) == 0)
     return 20;
   return CHILD_OK;
@@ -299,10 +322,303 @@ static void test_fork_while_reporting(void **state) {
                 "parent meanwhile\n", ROUNDS, (unsigned long)(uintptr_t)reports);
 }
 
+/* ---- nested forks: children with threads of their own fork again ---------- */
+
+#define NEST_DEPTH 3
+#define NEST_ROUNDS 5
+
+/* Writes a line to stderr without stdio (the child may be anywhere). */
+static void child_say(const char *fmt, int a, int b) {
+  char msg[160];
+  int n = snprintf(msg, sizeof msg, fmt, a, b);
+  if (n > 0 && write(2, msg, (size_t)n) < 0)
+    _exit(99);
+}
+
+static int wait_child(pid_t pid) {
+  int status;
+  pid_t w;
+  do
+    w = waitpid(pid, &status, 0);
+  while (w < 0 && errno == EINTR);
+  if (w != pid)
+    return 90;
+  if (WIFSIGNALED(status))
+    return WTERMSIG(status) == SIGALRM ? 91 : 92;
+  return WEXITSTATUS(status);
+}
+
+static int check_inherited(void) {
+  for (unsigned i = 0; i < INHERITED; i++) {
+    size_t check = inherited[i].size > 64 * KiB ? 64 * KiB : inherited[i].size;
+    if (pattern_mismatch(inherited[i].p, check, i) != check)
+      return CHILD_INHERITED_CORRUPT;
+  }
+  return CHILD_OK;
+}
+
+/* One generation: workers of its own run while it forks the next one; the
+ * next one finds every inherited block intact and does the same.  Returns
+ * 0, or a status naming the first problem (deeper ones are passed up). */
+static int nested(int depth, int round) {
+  alarm(30);
+  int st = check_inherited();
+  if (st)
+    return st;
+  pthread_t w[WORKERS];
+  int started = 0;
+  if (child_threads) {
+    __atomic_store_n(&stop_workers, 0, __ATOMIC_RELAXED);
+    for (; started < WORKERS; started++)
+      if (pthread_create(&w[started], NULL, worker,
+                         (void *)(uintptr_t)(depth * 100 + round * 7 + started + 1)))
+        return CHILD_THREAD;
+  }
+  st = churn(3000 + (uint64_t)(depth * 100 + round), 1000);
+  if (!st && depth < NEST_DEPTH) {
+    for (int k = 0; k < 100; k++) /* in the allocator as the fork comes */
+      hak_free(hak_malloc((size_t)k * 61 + 1));
+    pid_t pid = fork();
+    if (pid < 0) {
+      st = 93;
+    } else if (pid == 0) {
+      int cst = nested(depth + 1, round);
+      if (cst)
+        child_say("nested fork: generation %d failed with status %d\n",
+                  depth + 1, cst);
+      _exit(cst);
+    } else {
+      st = wait_child(pid);
+    }
+  }
+  __atomic_store_n(&stop_workers, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < started; i++) {
+    void *ret;
+    if (pthread_join(w[i], &ret))
+      return CHILD_THREAD;
+    if (ret && !st)
+      st = CHILD_CORRUPT; /* a worker saw a broken block */
+  }
+  if (st)
+    return st;
+  /* This generation's own copies of the inherited blocks go back. */
+  if ((st = check_inherited()))
+    return st;
+  for (unsigned i = 0; i < INHERITED; i++)
+    hak_free(inherited[i].p);
+  return churn(4000 + (uint64_t)(depth * 100 + round), 1000);
+}
+
+static void test_nested_forks(void **state) {
+  (void)state;
+  pthread_t th;
+  void *ret;
+  assert_int_equal(pthread_create(&th, NULL, make_inherited, NULL), 0);
+  assert_int_equal(pthread_join(th, &ret), 0);
+  assert_null(ret);
+  pthread_t workers[WORKERS];
+  __atomic_store_n(&stop_workers, 0, __ATOMIC_RELAXED);
+  for (int i = 0; i < WORKERS; i++)
+    assert_int_equal(pthread_create(&workers[i], NULL, worker,
+                                    (void *)(uintptr_t)(i + 77)), 0);
+  for (int round = 0; round < NEST_ROUNDS; round++) {
+    for (int k = 0; k < 200; k++)
+      hak_free(hak_malloc((size_t)k * 37 + 1));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      int st = nested(1, round);
+      if (st)
+        child_say("nested fork: generation 1 failed with status %d (round "
+                  "%d)\n", st, round);
+      _exit(st);
+    }
+    int st = wait_child(pid);
+    if (st)
+      fail_msg("round %d: nested forks failed with status %d (91: alarm, a "
+               "deadlock; 92: a signal; 11/12: contents; 13: thread)", round,
+               st);
+  }
+  __atomic_store_n(&stop_workers, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < WORKERS; i++) {
+    assert_int_equal(pthread_join(workers[i], &ret), 0);
+    if (ret)
+      fail_msg("worker %d saw %lu errors", i, (unsigned long)(uintptr_t)ret);
+  }
+  for (unsigned i = 0; i < INHERITED; i++) {
+    size_t check = inherited[i].size > 64 * KiB ? 64 * KiB : inherited[i].size;
+    assert_pattern(inherited[i].p, check, i);
+    hak_free(inherited[i].p);
+  }
+  print_message("nested forks: %d rounds, %d generations deep, workers running "
+                "in every generation%s\n", NEST_ROUNDS, NEST_DEPTH,
+                child_threads ? "" : " (but the first: HAK_FORK_CHILD_THREADS=0)");
+}
+
+/* ---- fork from a thread, while threads start, end and free remotely ------- */
+
+#define PASS_SLOTS 256
+static struct {
+  pthread_mutex_t lock;
+  char *p;
+  size_t size;
+  uint32_t seed;
+} passed[PASS_SLOTS];
+static volatile int stop_busy;
+
+/* Allocates into the shared slots and frees (after checking) what others
+ * put there: most frees are of another thread's blocks. */
+static void *passer(void *arg) {
+  uint64_t rng = (uintptr_t)arg;
+  unsigned long errors = 0;
+  while (!__atomic_load_n(&stop_busy, __ATOMIC_RELAXED)) {
+    unsigned i = (unsigned)rng_below(&rng, PASS_SLOTS);
+    /* A child reads the slots without their locks (a thread of the parent
+     * may hold one): a block is published only once filled, and
+     * unpublished before it is freed, so the child sees whole blocks only
+     * and never frees one the parent was freeing. */
+    pthread_mutex_lock(&passed[i].lock);
+    char *p = passed[i].p;
+    if (p) {
+      size_t check = passed[i].size > 4096 ? 4096 : passed[i].size;
+      if (pattern_mismatch(p, check, passed[i].seed) != check)
+        errors++;
+      __atomic_store_n(&passed[i].p, NULL, __ATOMIC_SEQ_CST);
+      hak_free(p);
+    } else {
+      size_t n = worker_size(&rng);
+      p = hak_malloc(n);
+      if (p == NULL) {
+        errors++;
+      } else {
+        passed[i].size = n;
+        passed[i].seed = (uint32_t)rng;
+        pattern_fill(p, n > 4096 ? 4096 : n, passed[i].seed);
+        __atomic_store_n(&passed[i].p, p, __ATOMIC_SEQ_CST);
+      }
+    }
+    pthread_mutex_unlock(&passed[i].lock);
+  }
+  return (void *)(uintptr_t)errors;
+}
+
+static void *short_lived(void *arg) {
+  /* A few blocks of each tier, some left behind in the shared slots (freed
+   * later by other threads), then exit: slabs handed over, mid lists
+   * flushed, counters folded in. */
+  return (void *)(intptr_t)churn((uintptr_t)arg, 150);
+}
+
+static void *spawner(void *arg) {
+  (void)arg;
+  unsigned long failures = 0, n = 0;
+  while (!__atomic_load_n(&stop_busy, __ATOMIC_RELAXED)) {
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+      if (pthread_create(&th[i], NULL, short_lived, (void *)(uintptr_t)(n++ * 31 + 5)))
+        failures++, th[i] = 0;
+    for (int i = 0; i < 3; i++) {
+      void *ret = NULL;
+      if (th[i] && (pthread_join(th[i], &ret) || ret))
+        failures++;
+    }
+  }
+  return (void *)(uintptr_t)failures;
+}
+
+struct forker_result {
+  int round, status;
+};
+
+static void *forker(void *arg) {
+  struct forker_result *res = arg;
+  enum { ROUNDS = 20 };
+  for (res->round = 0; res->round < ROUNDS; res->round++) {
+    for (int k = 0; k < 100; k++)
+      hak_free(hak_malloc((size_t)k * 43 + 1));
+    pid_t pid = fork();
+    if (pid < 0) {
+      res->status = 93;
+      return NULL;
+    }
+    if (pid == 0) {
+      alarm(20);
+      int st = churn(5000 + (uint64_t)res->round, 1000);
+      /* Blocks in the shared slots, allocated by threads that do not exist
+       * in the child: check and free them all. */
+      for (unsigned i = 0; !st && i < PASS_SLOTS; i++) {
+        if (!passed[i].p)
+          continue;
+        size_t check = passed[i].size > 4096 ? 4096 : passed[i].size;
+        if (pattern_mismatch(passed[i].p, check, passed[i].seed) != check)
+          st = CHILD_INHERITED_CORRUPT;
+        hak_free(passed[i].p);
+      }
+      if (!st && child_threads) {
+        pthread_t th;
+        void *ret;
+        if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(res->round + 7000)) ||
+            pthread_join(th, &ret))
+          st = CHILD_THREAD;
+        else
+          st = (int)(intptr_t)ret;
+      }
+      _exit(st);
+    }
+    res->status = wait_child(pid);
+    if (res->status)
+      return NULL;
+  }
+  return NULL;
+}
+
+static void test_fork_from_thread_while_threads_come_and_go(void **state) {
+  (void)state;
+  for (int i = 0; i < PASS_SLOTS; i++) {
+    pthread_mutex_init(&passed[i].lock, NULL);
+    passed[i].p = NULL;
+  }
+  /* The slots' locks are held by the passers at fork time too; a child
+   * must not wait on them. */
+  stop_busy = 0;
+  pthread_t pass[2], spawn;
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&pass[i], NULL, passer, (void *)(uintptr_t)(i + 900)), 0);
+  assert_int_equal(pthread_create(&spawn, NULL, spawner, NULL), 0);
+  struct forker_result res = {0, 0};
+  pthread_t fk;
+  assert_int_equal(pthread_create(&fk, NULL, forker, &res), 0);
+  assert_int_equal(pthread_join(fk, NULL), 0);
+  __atomic_store_n(&stop_busy, 1, __ATOMIC_RELAXED);
+  void *ret;
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(pthread_join(pass[i], &ret), 0);
+    if (ret)
+      fail_msg("passer %d saw %lu errors", i, (unsigned long)(uintptr_t)ret);
+  }
+  assert_int_equal(pthread_join(spawn, &ret), 0);
+  if (ret)
+    fail_msg("short-lived threads: %lu failures", (unsigned long)(uintptr_t)ret);
+  if (res.status)
+    fail_msg("fork %d from a thread: the child failed with status %d (91: "
+             "alarm, a deadlock; 11/12: contents; 13: thread)", res.round,
+             res.status);
+  for (int i = 0; i < PASS_SLOTS; i++) {
+    hak_free(passed[i].p);
+    pthread_mutex_destroy(&passed[i].lock);
+  }
+  print_message("fork from a thread: %d children fine while threads came and "
+                "went\n", res.round);
+}
+
 int main(void) {
+  const char *ct = getenv("HAK_FORK_CHILD_THREADS");
+  child_threads = !(ct && strcmp(ct, "0") == 0);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fork_while_threads_allocate),
       cmocka_unit_test(test_fork_while_reporting),
+      cmocka_unit_test(test_nested_forks),
+      cmocka_unit_test(test_fork_from_thread_while_threads_come_and_go),
   };
   return cmocka_run_group_tests_name("api_fork", tests, NULL, NULL);
 }

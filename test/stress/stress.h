@@ -27,12 +27,12 @@
 #if defined(__SANITIZE_THREAD__)
 #define STRESS_SLOW 8
 #elif defined(__SANITIZE_ADDRESS__)
-#define STRESS_SLOW 3
+#define STRESS_SLOW 2
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define STRESS_SLOW 8
 #elif __has_feature(address_sanitizer)
-#define STRESS_SLOW 3
+#define STRESS_SLOW 2
 #endif
 #endif
 #ifndef STRESS_SLOW
