@@ -135,12 +135,12 @@ static struct mid_slab *slab_new(unsigned cls) {
   s->start = (char *)ss + idx * HAK_MID_SLAB_SIZE + begin;
   s->free = NULL;
   s->used = 0;
-  s->carved = 0;
+  __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   s->capacity = (uint32_t)((HAK_MID_SLAB_SIZE - begin) / bs);
   s->block_size = (uint32_t)bs;
   s->div_magic = (uint32_t)((((uint64_t)1 << 32) + bs - 1) / bs);
   s->cls = (uint16_t)cls;
-  s->in_use = 1;
+  __atomic_store_n(&s->in_use, 1, __ATOMIC_RELAXED);
   s->next = s->prev = NULL;
   return s;
 }
@@ -149,8 +149,9 @@ static void slab_release(struct mid_slab *s) {
   struct mid_superslab *ss = (struct mid_superslab *)hak_region_of(s);
   unsigned idx = (unsigned)(s - ss->slabs);
   size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
-  s->in_use = 0;
-  s->carved = 0;
+  /* Read without the lock by the checked free: relaxed atomics. */
+  __atomic_store_n(&s->in_use, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   /* Give the touched pages back so memory follows the working set.  This
    * must happen before the slab is marked free: once it is, another class
    * may take it and start writing. */
@@ -241,7 +242,8 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
         p = s->free;
         s->free = next_of(p);
       } else {
-        p = s->start + (size_t)s->carved++ * s->block_size;
+        p = s->start + (size_t)s->carved * s->block_size;
+        __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
       }
       s->used++;
       set_next(p, head);
@@ -343,8 +345,9 @@ void hak_mid_free(void *p) {
   if (HAK_GATE_CHECK_BLOCK_START) {
     uintptr_t off = (uintptr_t)((char *)p - s->start);
     uint32_t idx = (uint32_t)((off * s->div_magic) >> 32);
-    if (!s->in_use || (char *)p < s->start || off >= HAK_MID_SLAB_SIZE ||
-        (size_t)idx * s->block_size != off || idx >= s->carved)
+    if (!__atomic_load_n(&s->in_use, __ATOMIC_RELAXED) || (char *)p < s->start ||
+        off >= HAK_MID_SLAB_SIZE || (size_t)idx * s->block_size != off ||
+        idx >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
       bad_free(p, "invalid pointer (not the start of a block)");
   }
   if (HAK_GATE_CHECK_DOUBLE_FREE) {

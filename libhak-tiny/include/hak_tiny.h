@@ -154,7 +154,9 @@ static inline bool hak_tiny_is_block_start(const struct hak_tiny_slab *s,
                                            const void *p) {
   uint32_t off = (uint32_t)((uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1));
   uint32_t idx = (uint32_t)(((uint64_t)off * s->div_magic) >> 32);
-  return idx * s->block_size == off && idx < s->carved;
+  /* carved grows under the owner while any thread may free: relaxed. */
+  return idx * s->block_size == off &&
+         idx < __atomic_load_n(&s->carved, __ATOMIC_RELAXED);
 }
 
 /* free of a block in a tiny region. */
@@ -167,7 +169,7 @@ static inline void hak_tiny_free(void *p) {
                    (HAK_GATE_CHECK_BLOCK_START && !hak_tiny_is_block_start(s, p))))
     hak_tiny_bad_free(p, s);
   unsigned cls = s->cls;
-  if (HAK_UNLIKELY(s->owner != hak_tiny_heap.id ||
+  if (HAK_UNLIKELY(__atomic_load_n(&s->owner, __ATOMIC_RELAXED) != hak_tiny_heap.id ||
                    hak_tiny_heap.bins[cls].cur != s)) {
     hak_tiny_free_slow(p, s);
     return;

@@ -89,7 +89,7 @@ static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
   for (uint32_t i = 1; i < n; i++, p += bs)
     hak_tiny_set_next(p, p + bs);
   hak_tiny_set_next(p, NULL);
-  s->carved += n;
+  __atomic_store_n(&s->carved, s->carved + n, __ATOMIC_RELAXED);
   b->free = hak_tiny_next(first);
   if (HAK_GATE_CHECK_DOUBLE_FREE) /* reused memory may hold an old freed marker */
     ((uint64_t *)first)[1] = 0;
@@ -242,7 +242,8 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
 HAK_COLD void hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s) {
   char msg[160];
   const char *what;
-  if (s->owner == HAK_TINY_OWNER_NONE || s->carved == 0)
+  uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
+  if (owner == HAK_TINY_OWNER_NONE || __atomic_load_n(&s->carved, __ATOMIC_RELAXED) == 0)
     what = "invalid pointer (not a block hakmem handed out)";
   else if (!hak_tiny_is_block_start(s, p))
     what = "invalid pointer (not the start of a block)";

@@ -97,7 +97,7 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
   s->free = NULL;
   __atomic_store_n(&s->remote, NULL, __ATOMIC_RELAXED);
   s->used = 0;
-  s->carved = 0;
+  __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   s->capacity = (uint32_t)(HAK_TINY_SLAB_SIZE / bs);
   s->div_magic = (uint32_t)((((uint64_t)1 << 32) + bs - 1) / bs);
   s->next = s->prev = NULL;
@@ -115,7 +115,8 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_NONE, __ATOMIC_RELEASE);
   s->state = SLAB_FREE;
   bool touched = s->carved != 0;
-  s->carved = 0; /* every later free into it fails the block-start check */
+  /* Every later free into it fails the block-start check. */
+  __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   s->free = NULL;
   HAK_STAT_PATH(TINY_SLAB_RELEASED, 1);
 
