@@ -21,6 +21,9 @@ typedef void (*gb_fn)(gb_state *state, int64_t arg);
 /* Registers fn under name once per value of args (name/<arg>), or once
  * without an argument when nargs is 0. */
 void gb_register(const char *name, gb_fn fn, const int64_t *args, int nargs);
+/* True while the library wants another op (one call per op: simplest, but
+ * the call is part of the time measured). */
+int gb_keep_running(gb_state *state);
 /* True while the library wants another batch of `batch` ops. */
 int gb_keep_running_batch(gb_state *state, int64_t batch);
 /* Stops and restarts the clock around work that is not the measured ops. */

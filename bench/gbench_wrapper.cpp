@@ -22,6 +22,8 @@ extern "C" void gb_register(const char *name, gb_fn fn, const int64_t *args,
     b->Arg(args[i]);
 }
 
+extern "C" int gb_keep_running(gb_state *s) { return unwrap(s).KeepRunning(); }
+
 extern "C" int gb_keep_running_batch(gb_state *s, int64_t batch) {
   return unwrap(s).KeepRunningBatch(batch);
 }
