@@ -99,7 +99,7 @@ endif()
 list(JOIN script_allocators "," script_allocators)
 bench_smoke(run_compare CHECK --min-results 0 --expect "^targets" --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
-            --workload all --runs 2 --scale 0.005 --allocators ${script_allocators}
+            --workload all --runs 2 --scale 0.002 --allocators ${script_allocators}
             ${this_tree} --out ${bench_smoke_dir}/compare)
 if(HAKMEM_VARIANT STREQUAL "observe")
   bench_smoke(run_compare_observe CHECK --min-results 0 --expect "^per-class hits"
