@@ -17,6 +17,13 @@ static unsigned dirty_limit = 32; /* 2 MiB of free slabs kept resident */
 static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hak_tiny_slab *abandoned[HAK_TINY_CLASSES];
 static unsigned abandoned_count;
+/* Whether abandoned[cls] is non-empty: read without the lock by every
+ * refill that would otherwise take it for nothing, so a separate atomic. */
+static bool abandoned_any[HAK_TINY_CLASSES];
+
+static void note_abandoned(unsigned cls) {
+  __atomic_store_n(&abandoned_any[cls], abandoned[cls] != NULL, __ATOMIC_RELAXED);
+}
 
 #define ALL_SLABS (~(uint64_t)1) /* slab 0 holds the header */
 
@@ -151,6 +158,7 @@ void tiny_slab_abandon(struct hak_tiny_slab *s) {
   s->state = SLAB_ABANDONED;
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_ABANDONED, __ATOMIC_RELEASE);
   slab_list_push(&abandoned[s->cls], s);
+  note_abandoned(s->cls);
   abandoned_count++;
   pthread_mutex_unlock(&abandoned_lock);
 }
@@ -160,7 +168,7 @@ void tiny_slab_abandon(struct hak_tiny_slab *s) {
  * after their thread ended).  Returns the slab owned by `owner`, its free
  * list holding every free block, or NULL. */
 struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
-  if (!__atomic_load_n(&abandoned[cls], __ATOMIC_RELAXED))
+  if (!__atomic_load_n(&abandoned_any[cls], __ATOMIC_RELAXED))
     return NULL;
   pthread_mutex_lock(&abandoned_lock);
   struct hak_tiny_slab *s = abandoned[cls];
@@ -169,10 +177,12 @@ struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
     tiny_slab_collect(s);
     if (s->used == 0) {
       slab_list_remove(&abandoned[cls], s);
+      note_abandoned(cls);
       abandoned_count--;
       tiny_slab_release(s);
     } else if (s->free || s->carved < s->capacity) {
       slab_list_remove(&abandoned[cls], s);
+      note_abandoned(cls);
       abandoned_count--;
       __atomic_store_n(&s->owner, owner, __ATOMIC_RELEASE);
       pthread_mutex_unlock(&abandoned_lock);
