@@ -2,14 +2,18 @@
 # run_program.sh - runs an ordinary program twice, without and with
 # libhakmem.so preloaded, and compares what it prints.
 #
-# Usage: run_program.sh <python|sqlite|git|perl> <path to libhakmem.so> <work dir>
+# Usage: run_program.sh <mode> <path to libhakmem.so> <work dir>
+#   modes: python, sqlite, git, perl (workloads of their own);
+#          python_suite (a slice of Python's regression suite, from Debian's
+#          libpython3.11-testsuite); cxx (g++ compiles cxx_workload.cpp, then
+#          the program runs: the compiler and the program both on hakmem)
 #
 # Exit status: 0 when both runs succeed with the same standard output; 1 when
 # the preloaded run fails, crashes, reports misuse or prints something else;
 # 77 (ctest's SKIP_RETURN_CODE) when the program is not installed.
 set -u
 
-mode=${1:?mode: python, sqlite, git or perl}
+mode=${1:?mode: python, sqlite, git, perl, python_suite or cxx}
 lib=${2:?path to libhakmem.so}
 work=${3:?work directory}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +24,7 @@ fail() {
 }
 
 [ -f "$lib" ] || fail "no library at $lib (build the hakmem_shared target)"
+lib=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib") # the runs cd elsewhere
 
 # The program, by absolute path: Debian's python3 rather than whatever a
 # version manager put first on PATH.
@@ -33,7 +38,8 @@ find_program() {
   return 1
 }
 case $mode in
-python) prog=$(find_program /usr/bin/python3 python3) ;;
+python | python_suite) prog=$(find_program /usr/bin/python3 python3) ;;
+cxx) prog=$(find_program /usr/bin/g++ g++) ;;
 sqlite) prog=$(find_program /usr/bin/sqlite3 sqlite3) ;;
 git) prog=$(find_program /usr/bin/git git) ;;
 perl) prog=$(find_program /usr/bin/perl perl) ;;
@@ -42,6 +48,18 @@ esac
 if [ -z "${prog:-}" ]; then
   echo "SKIP ($mode): the program is not installed"
   exit 77
+fi
+
+# Python's regression suite: the tests of the built-in types, text and
+# threads (what allocates most, in every size), run by regrtest with two
+# worker processes (which inherit LD_PRELOAD).
+PY_TESTS="test_dict test_list test_set test_unicode test_json test_re test_threading"
+if [ "$mode" = python_suite ]; then
+  # shellcheck disable=SC2086
+  if ! "$prog" -c "import test.support, test.libregrtest; import $(echo $PY_TESTS | sed 's/test_/test.test_/g; s/ /, /g')" 2>/dev/null; then
+    echo "SKIP ($mode): Python's test suite is not installed (apt-get install libpython3.11-testsuite)"
+    exit 77
+  fi
 fi
 
 rm -rf "$work"
@@ -77,6 +95,30 @@ workload() {
   perl)
     (cd "$dir" && env -u PERL5LIB -u PERL5OPT LC_ALL=C \
       "$prog" "$here/alloc_heavy.pl" >out 2>err)
+    ;;
+  python_suite)
+    # The comparison is of each test's result (regrtest's log has timings).
+    # shellcheck disable=SC2086
+    # --default-signal: a background job of sh starts with SIGINT ignored,
+    # which fails test_threading's interrupt_main tests.
+    (cd "$dir" && env --default-signal=INT,QUIT \
+      -u PYTHONPATH -u PYTHONHOME -u PYTHONSTARTUP \
+      PYTHONMALLOC=malloc PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 \
+      TMPDIR="$dir" "$prog" -s -m test -j2 --timeout 600 $PY_TESTS >log 2>err
+    st=$?
+    grep -oE '\] test_[a-z0-9_]+ [a-z][a-z ]*[a-z]' log | sed 's/^\] //' | sort >out
+    grep -E '^Tests result: ' log >>out
+    exit $st)
+    ;;
+  cxx)
+    # g++ (driver, cc1plus, as, ld) compiles the program: the assembly it
+    # writes must not depend on the allocator; then the program runs.
+    (cd "$dir" && "$prog" -std=c++17 -O2 -pthread -frandom-seed=hakmem \
+      -S "$here/cxx_workload.cpp" -o prog.s 2>err &&
+      "$prog" -pthread prog.s -o prog 2>>err &&
+      ./prog >prog.out 2>>err &&
+      { echo "assembly: $(wc -l <prog.s) lines, md5 $(md5sum <prog.s | cut -d' ' -f1)"
+        cat prog.out; } >out)
     ;;
   esac
 }
@@ -120,12 +162,27 @@ git_workload() {
   g rev-list --all --objects | wc -l
 }
 
-workload "$work/plain"
-plain_status=$?
-[ $plain_status -eq 0 ] || {
-  sed 's/^/  plain stderr: /' "$work/plain/err" | tail -20 >&2
-  fail "the program fails without hakmem too (status $plain_status): not testable here"
+# The plain run; the Python suite's (mostly waiting in test_threading) runs
+# at the same time as the preloaded one.
+if [ "$mode" = python_suite ]; then
+  (workload "$work/plain"; echo $? >"$work/plain.status") &
+  plain_pid=$!
+else
+  workload "$work/plain"
+  plain_status=$?
+fi
+wait_plain() {
+  if [ "$mode" = python_suite ]; then
+    wait "$plain_pid"
+    plain_status=$(cat "$work/plain.status")
+  fi
 }
+if [ "$mode" != python_suite ]; then
+  [ "$plain_status" -eq 0 ] || {
+    sed 's/^/  plain stderr: /' "$work/plain/err" | tail -20 >&2
+    fail "the program fails without hakmem too (status $plain_status): not testable here"
+  }
+fi
 
 # The preloaded run: statistics off (the observe build prints a report at
 # exit otherwise), everything else at its defaults.
@@ -134,7 +191,16 @@ plain_status=$?
   workload "$work/hakmem"
 )
 status=$?
+if [ "$mode" = python_suite ]; then
+  wait_plain
+  [ "$plain_status" -eq 0 ] || {
+    sed 's/^/  plain: /' "$work/plain/out" >&2
+    tail -20 "$work/plain/log" | sed 's/^/  plain log: /' >&2
+    fail "the suite fails without hakmem too (status $plain_status): not testable here"
+  }
+fi
 if [ $status -ne 0 ]; then
+  [ -f "$work/hakmem/log" ] && tail -30 "$work/hakmem/log" | sed 's/^/  log: /' >&2
   sed 's/^/  stderr: /' "$work/hakmem/err" | tail -30 >&2
   if [ $status -gt 128 ]; then
     fail "crashed under hakmem: signal $((status - 128))"
