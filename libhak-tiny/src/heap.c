@@ -78,10 +78,10 @@ unsigned tiny_slab_collect(struct hak_tiny_slab *s) {
 }
 
 /* Carves the next run of blocks of the current slab onto the bin: about
- * 8 KiB at a time, so pages are touched only as the class grows. */
+ * a page at a time, so pages are touched only as the class grows. */
 static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
   uint32_t bs = s->block_size;
-  uint32_t n = (8192 + bs - 1) / bs;
+  uint32_t n = (4096 + bs - 1) / bs;
   if (n > s->capacity - s->carved)
     n = s->capacity - s->carved;
   char *first = tiny_slab_start(s) + (size_t)s->carved * bs;
