@@ -5,7 +5,9 @@
  * free(NULL), realloc across every tier boundary (tiny 1..1024 B, mid up to
  * 256 KiB, large up to 4 MiB, huge beyond) in both directions, calloc on
  * reused memory, every errno answer, the aligned allocators at every
- * alignment up to 8 MiB, valloc/pvalloc, realloc(p, 0) and hak_free_sized.
+ * alignment up to 8 MiB, valloc/pvalloc, realloc(p, 0) and hak_free_sized,
+ * and bad input (zero-byte products, alignments below a pointer or beyond
+ * the address space, reallocarray to zero bytes).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -688,6 +690,113 @@ static void test_valloc_pvalloc(void **state) {
   assert_int_equal(errno, ENOMEM);
 }
 
+/* ---- bad input the other tests do not reach ------------------------------ */
+
+/* Everything here is answered as POSIX and glibc answer it, in every build:
+ * zero-byte products, alignments below a pointer (valid for aligned_alloc
+ * and memalign, EINVAL for posix_memalign: test_posix_memalign_einval),
+ * alignments beyond the address space, reallocarray to zero bytes. */
+static void test_bad_input_contained(void **state) {
+  (void)state;
+  /* calloc with a zero product, one factor absurd: a unique, freeable
+   * block, not ENOMEM (there is no overflow). */
+  const size_t zero_products[][2] = {{0, 0}, {0, 1}, {1, 0}, {0, SIZE_MAX},
+                                     {SIZE_MAX, 0}, {(size_t)1 << 63, 0}};
+  void *z[sizeof zero_products / sizeof zero_products[0]];
+  for (size_t i = 0; i < sizeof zero_products / sizeof zero_products[0]; i++) {
+    errno = 0;
+    z[i] = hak_calloc(opaque(zero_products[i][0]), opaque(zero_products[i][1]));
+    if (z[i] == NULL)
+      fail_msg("calloc(%zu, %zu) = NULL (errno %d): a zero-byte block is "
+               "possible", zero_products[i][0], zero_products[i][1], errno);
+    assert_aligned(z[i], 16);
+    for (size_t j = 0; j < i; j++)
+      assert_ptr_not_equal(z[i], z[j]);
+  }
+  for (size_t i = 0; i < sizeof z / sizeof z[0]; i++)
+    hak_free(z[i]);
+
+  /* Alignments below 16 (and below a pointer) are valid for aligned_alloc
+   * and memalign: ordinary 16-byte aligned blocks, of any size. */
+  for (size_t a = 1; a <= 8; a *= 2) {
+    const size_t sizes[] = {0, 1, 3, 7, 100, 5000, MID_MAX + 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+      char *p = hak_aligned_alloc(opaque(a), sizes[i]);
+      if (p == NULL)
+        fail_msg("aligned_alloc(%zu, %zu) = NULL", a, sizes[i]);
+      assert_aligned(p, 16);
+      assert_true(hak_usable_size(p) >= sizes[i]);
+      memset(p, 0x11, sizes[i]);
+      char *q = hak_memalign(opaque(a), sizes[i]);
+      assert_non_null(q);
+      assert_aligned(q, 16);
+      memset(q, 0x22, sizes[i]);
+      hak_free(p);
+      hak_free(q);
+    }
+  }
+  /* A size smaller than the alignment, zero included. */
+  for (size_t a = 32; a <= 8 * MiB; a *= 4) {
+    char *p = hak_aligned_alloc(opaque(a), 0);
+    if (p == NULL)
+      fail_msg("aligned_alloc(%zu, 0) = NULL", a);
+    assert_aligned(p, a);
+    hak_free(p);
+  }
+
+  /* Powers of two no address space can honour: ENOMEM (not EINVAL, not a
+   * crash, not a block); posix_memalign returns it and leaves errno. */
+  const size_t vast[] = {(size_t)1 << 47, (size_t)1 << 52, (size_t)1 << 62,
+                         (size_t)1 << 63};
+  for (size_t i = 0; i < sizeof vast / sizeof vast[0]; i++) {
+    errno = 0;
+    void *p = hak_aligned_alloc(opaque(vast[i]), 64);
+    if (p != NULL || errno != ENOMEM)
+      fail_msg("aligned_alloc(%zu, 64) = %p, errno %d: not NULL, ENOMEM",
+               vast[i], p, errno);
+    errno = 0;
+    p = hak_memalign(opaque(vast[i]), 1);
+    if (p != NULL || errno != ENOMEM)
+      fail_msg("memalign(%zu, 1) = %p, errno %d: not NULL, ENOMEM", vast[i], p,
+               errno);
+    void *out = (void *)&out;
+    errno = 555;
+    int r = hak_posix_memalign(&out, opaque(vast[i]), 8);
+    if (r != ENOMEM || errno != 555 || out != (void *)&out)
+      fail_msg("posix_memalign(%zu, 8) = %d, errno %d: not ENOMEM, untouched",
+               vast[i], r, errno);
+  }
+
+  /* reallocarray to zero bytes is realloc(p, 0): the block is freed (done
+   * many times, memory does not grow) and NULL comes back. */
+  size_t before = rss_bytes();
+  for (int i = 0; i < 20000; i++) {
+    char *p = hak_malloc(2000);
+    assert_non_null(p);
+    memset(p, 1, 2000);
+    assert_null(hak_reallocarray(p, opaque(i & 1 ? 0 : 10), opaque(i & 1 ? 10 : 0)));
+    p = hak_malloc(300 * KiB);
+    assert_non_null(p);
+    memset(p, 1, 300 * KiB);
+    assert_null(hak_reallocarray(p, opaque(SIZE_MAX), 0));
+  }
+  size_t after = rss_bytes();
+  if (after > before + 16 * MiB)
+    fail_msg("reallocarray(p, n, 0) 40000 times: RSS %zu -> %zu KiB", before >> 10,
+             after >> 10);
+  /* reallocarray(NULL, 0, 0) is malloc(0). */
+  void *p = hak_reallocarray(NULL, 0, 0);
+  assert_non_null(p);
+  hak_free(p);
+  /* realloc(NULL, 0) likewise, and each is a distinct block. */
+  void *a = hak_realloc(NULL, 0), *b = hak_realloc(NULL, 0);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_ptr_not_equal(a, b);
+  hak_free(a);
+  hak_free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_size_aligned),
@@ -714,6 +823,7 @@ int main(void) {
       cmocka_unit_test(test_aligned_every_alignment),
       cmocka_unit_test(test_aligned_realloc_keeps_contents),
       cmocka_unit_test(test_valloc_pvalloc),
+      cmocka_unit_test(test_bad_input_contained),
   };
   return cmocka_run_group_tests_name("api_conformance", tests, NULL, NULL);
 }
