@@ -6,7 +6,9 @@
 #   modes: python, sqlite, git, perl (workloads of their own);
 #          python_suite (a slice of Python's regression suite, from Debian's
 #          libpython3.11-testsuite); cxx (g++ compiles cxx_workload.cpp, then
-#          the program runs: the compiler and the program both on hakmem)
+#          the program runs: the compiler and the program both on hakmem);
+#          detached_threads <program> (detached_threads.c, built by CMake and
+#          given as a fourth argument)
 #
 # Exit status: 0 when both runs succeed with the same standard output; 1 when
 # the preloaded run fails, crashes, reports misuse or prints something else;
@@ -16,6 +18,7 @@ set -u
 mode=${1:?mode: python, sqlite, git, perl, python_suite or cxx}
 lib=${2:?path to libhakmem.so}
 work=${3:?work directory}
+program=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
 fail() {
@@ -40,6 +43,7 @@ find_program() {
 case $mode in
 python | python_suite) prog=$(find_program /usr/bin/python3 python3) ;;
 cxx) prog=$(find_program /usr/bin/g++ g++) ;;
+detached_threads) prog=$(find_program "${program:?the program to run}") ;;
 sqlite) prog=$(find_program /usr/bin/sqlite3 sqlite3) ;;
 git) prog=$(find_program /usr/bin/git git) ;;
 perl) prog=$(find_program /usr/bin/perl perl) ;;
@@ -109,6 +113,9 @@ workload() {
     grep -oE '\] test_[a-z0-9_]+ [a-z][a-z ]*[a-z]' log | sed 's/^\] //' | sort >out
     grep -E '^Tests result: ' log >>out
     exit $st)
+    ;;
+  detached_threads)
+    (cd "$dir" && "$prog" >out 2>err)
     ;;
   cxx)
     # g++ (driver, cc1plus, as, ld) compiles the program: the assembly it
