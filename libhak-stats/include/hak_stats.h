@@ -103,25 +103,40 @@ struct hak_stats_thread {
   uint64_t class_malloc[HAK_STATS_CLASSES];
   uint64_t class_free[HAK_STATS_CLASSES];
   struct hak_stats_thread *next; /* registry of live threads */
-  int registered;
+  int registered; /* 0 not yet, 1 in the registry, -1 thread has exited,
+                     HAK_STATS_SHARED for the block of exited threads */
 };
 
 #if HAK_GATE_COUNT_SYSCALLS || HAK_GATE_COUNT_PATHS
 extern __thread struct hak_stats_thread hak_stats_tls
     __attribute__((tls_model("initial-exec")));
-HAK_INTERNAL void hak_stats_register_thread(void);
+HAK_INTERNAL struct hak_stats_thread *hak_stats_register_thread(void);
+/* The calling thread's counters: its TLS block, registered on first use.
+ * After the thread's exit hook ran, counts (from later key destructors) go
+ * to one shared block that outlives every thread. */
 static inline struct hak_stats_thread *hak_stats_self(void) {
   struct hak_stats_thread *t = &hak_stats_tls;
-  if (HAK_UNLIKELY(!t->registered))
-    hak_stats_register_thread();
+  if (HAK_UNLIKELY(t->registered != 1))
+    return hak_stats_register_thread();
   return t;
 }
+#define HAK_STATS_SHARED (-2) /* `registered` of the shared block */
 /* The owner adds with a relaxed load and a relaxed store (plain moves, no
- * locked instruction), so that a report's relaxed loads do not race. */
-static inline void hak_stats_bump(uint64_t *c, uint64_t n) {
-  __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+ * locked instruction), so that a report's relaxed loads do not race; the
+ * shared block of exited threads takes an atomic add. */
+static inline void hak_stats_bump(struct hak_stats_thread *t, uint64_t *c,
+                                  uint64_t n) {
+  if (HAK_UNLIKELY(t->registered == HAK_STATS_SHARED))
+    __atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+  else
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
-#define HAK_STAT_ADD_(id, n) hak_stats_bump(&hak_stats_self()->count[HAK_STAT_##id], (n))
+static inline void hak_stats_add(size_t field, uint64_t n) {
+  struct hak_stats_thread *t = hak_stats_self();
+  hak_stats_bump(t, (uint64_t *)((char *)t + field), n);
+}
+#define HAK_STAT_ADD_(id, n)                                                  \
+  hak_stats_add(offsetof(struct hak_stats_thread, count[HAK_STAT_##id]), (n))
 #else
 #define HAK_STAT_ADD_(id, n) ((void)0)
 #endif
@@ -136,8 +151,10 @@ static inline void hak_stats_bump(uint64_t *c, uint64_t n) {
 /* Counters on every path: observe only. */
 #if HAK_GATE_COUNT_PATHS
 #define HAK_STAT_PATH(id, n) HAK_STAT_ADD_(id, n)
-#define HAK_STAT_CLASS_MALLOC(c) hak_stats_bump(&hak_stats_self()->class_malloc[(c)], 1)
-#define HAK_STAT_CLASS_FREE(c) hak_stats_bump(&hak_stats_self()->class_free[(c)], 1)
+#define HAK_STAT_CLASS_MALLOC(c)                                              \
+  hak_stats_add(offsetof(struct hak_stats_thread, class_malloc) + 8 * (size_t)(c), 1)
+#define HAK_STAT_CLASS_FREE(c)                                                \
+  hak_stats_add(offsetof(struct hak_stats_thread, class_free) + 8 * (size_t)(c), 1)
 #else
 #define HAK_STAT_PATH(id, n) ((void)0)
 #define HAK_STAT_CLASS_MALLOC(c) ((void)0)

@@ -29,8 +29,14 @@ static void on_thread_exit(void *arg) {
 
 static void make_exit_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
 
-void hak_stats_register_thread(void) {
+/* Counts made on threads whose exit hook already ran (atomic adds: several
+ * exiting threads may count at once). */
+static struct hak_stats_thread late = {.registered = HAK_STATS_SHARED};
+
+struct hak_stats_thread *hak_stats_register_thread(void) {
   struct hak_stats_thread *t = &hak_stats_tls;
+  if (t->registered < 0)
+    return &late;
   /* Mark first: pthread_setspecific may allocate, and the allocation counts. */
   t->registered = 1;
   pthread_mutex_lock(&registry_lock);
@@ -39,6 +45,7 @@ void hak_stats_register_thread(void) {
   pthread_mutex_unlock(&registry_lock);
   pthread_once(&exit_key_once, make_exit_key);
   pthread_setspecific(exit_key, t);
+  return t;
 }
 
 static void add_block(struct hak_stats_snapshot *s,
@@ -53,7 +60,7 @@ static void add_block(struct hak_stats_snapshot *s,
 
 void hak_stats_thread_exit(void) {
   struct hak_stats_thread *t = &hak_stats_tls;
-  if (!t->registered)
+  if (t->registered != 1)
     return;
   pthread_mutex_lock(&registry_lock);
   for (struct hak_stats_thread **p = &registry; *p; p = &(*p)->next) {
@@ -64,12 +71,17 @@ void hak_stats_thread_exit(void) {
   }
   add_block(&exited, t);
   memset(t, 0, sizeof *t);
+  /* Never registered again: a count from a later key destructor could link
+   * the block back in after the last destructor round, and the registry
+   * would then point into a dead thread's TLS (found with Python's
+   * test_threading under the observe build).  Later counts go to `late`. */
+  t->registered = -1;
   pthread_mutex_unlock(&registry_lock);
-  /* Counts made after this point (later destructors) register again. */
 }
 
 static void sum_locked(struct hak_stats_snapshot *out) {
   *out = exited;
+  add_block(out, &late);
   for (struct hak_stats_thread *t = registry; t; t = t->next)
     add_block(out, t);
   pthread_mutex_unlock(&registry_lock);
