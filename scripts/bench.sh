@@ -9,4 +9,4 @@ for p in fast standard; do
   cmake --preset "$p" >/dev/null
   cmake --build --preset "$p"
 done
-exec python3 bench/run_compare --build-dir build "$@"
+exec python3 bench/run_compare "$@"
