@@ -13,7 +13,6 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define CACHE_SLOTS 64 /* upper bound of either superslab cache */
@@ -363,9 +362,27 @@ size_t hak_os_rss_current(void) {
   return pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+/* VmHWM of /proc/self/status, not getrusage's ru_maxrss: Linux carries
+ * ru_maxrss across execve, so a program started by a big parent (a Python
+ * script) would report the parent's peak. */
 size_t hak_os_rss_peak(void) {
-  struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru) != 0)
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
     return 0;
-  return (size_t)ru.ru_maxrss * 1024;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = 0;
+  const char *s = strstr(buf, "VmHWM:");
+  if (!s)
+    return 0;
+  s += 6;
+  while (*s == ' ' || *s == '\t')
+    s++;
+  size_t kb = 0;
+  while (*s >= '0' && *s <= '9')
+    kb = kb * 10 + (size_t)(*s++ - '0');
+  return kb * 1024;
 }
