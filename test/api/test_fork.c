@@ -26,6 +26,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,6 +45,23 @@
 static volatile int stop_workers;
 static bool child_threads = true; /* HAK_FORK_CHILD_THREADS */
 
+/* AddressSanitizer's own allocator (GCC 12) is not fork-safe: a child forked
+ * while another thread is inside it -- starting or ending a thread, which
+ * allocates there -- deadlocks when it next uses it.  So the forks wait
+ * until the threads they race with have started (their start-up is the C
+ * library's and the sanitizer's, not hakmem's), and in AddressSanitizer
+ * builds threads that come and go do so between forks, not across one. */
+static unsigned workers_started;
+static void wait_started(unsigned n) {
+  while (__atomic_load_n(&workers_started, __ATOMIC_ACQUIRE) < n)
+    sched_yield();
+}
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_FORK_UNSAFE 1
+#else
+#define ASAN_FORK_UNSAFE 0
+#endif
+
 static size_t worker_size(uint64_t *rng) {
   unsigned r = (unsigned)rng_below(rng, 100);
   if (r < 70)
@@ -59,6 +77,7 @@ static void *worker(void *arg) {
   char *live[LIVE] = {0};
   size_t sizes[LIVE] = {0};
   unsigned long errors = 0;
+  __atomic_add_fetch(&workers_started, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(&stop_workers, __ATOMIC_RELAXED)) {
     unsigned i = (unsigned)rng_below(&rng, LIVE);
     if (live[i]) {
@@ -198,9 +217,11 @@ static void test_fork_while_threads_allocate(void **state) {
 
   pthread_t workers[WORKERS];
   stop_workers = 0;
+  workers_started = 0;
   for (int i = 0; i < WORKERS; i++)
     assert_int_equal(pthread_create(&workers[i], NULL, worker,
                                     (void *)(uintptr_t)(i + 1)), 0);
+  wait_started(WORKERS);
   for (int round = 0; round < FORKS; round++) {
     /* Let the workers get going (and be inside the allocator). */
     for (int k = 0; k < 200; k++)
@@ -369,10 +390,12 @@ static int nested(int depth, int round) {
   int started = 0;
   if (child_threads) {
     __atomic_store_n(&stop_workers, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&workers_started, 0, __ATOMIC_RELAXED);
     for (; started < WORKERS; started++)
       if (pthread_create(&w[started], NULL, worker,
                          (void *)(uintptr_t)(depth * 100 + round * 7 + started + 1)))
         return CHILD_THREAD;
+    wait_started(WORKERS);
   }
   st = churn(3000 + (uint64_t)(depth * 100 + round), 1000);
   if (!st && depth < NEST_DEPTH) {
@@ -418,9 +441,11 @@ static void test_nested_forks(void **state) {
   assert_null(ret);
   pthread_t workers[WORKERS];
   __atomic_store_n(&stop_workers, 0, __ATOMIC_RELAXED);
+  workers_started = 0;
   for (int i = 0; i < WORKERS; i++)
     assert_int_equal(pthread_create(&workers[i], NULL, worker,
                                     (void *)(uintptr_t)(i + 77)), 0);
+  wait_started(WORKERS);
   for (int round = 0; round < NEST_ROUNDS; round++) {
     for (int k = 0; k < 200; k++)
       hak_free(hak_malloc((size_t)k * 37 + 1));
@@ -471,6 +496,7 @@ static volatile int stop_busy;
 static void *passer(void *arg) {
   uint64_t rng = (uintptr_t)arg;
   unsigned long errors = 0;
+  __atomic_add_fetch(&workers_started, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(&stop_busy, __ATOMIC_RELAXED)) {
     unsigned i = (unsigned)rng_below(&rng, PASS_SLOTS);
     /* A child reads the slots without their locks (a thread of the parent
@@ -509,10 +535,17 @@ static void *short_lived(void *arg) {
   return (void *)(intptr_t)churn((uintptr_t)arg, 150);
 }
 
+/* Held by the spawner around each batch of threads, and by the forker around
+ * fork(), in AddressSanitizer builds only (see ASAN_FORK_UNSAFE). */
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void *spawner(void *arg) {
   (void)arg;
   unsigned long failures = 0, n = 0;
+  __atomic_add_fetch(&workers_started, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(&stop_busy, __ATOMIC_RELAXED)) {
+    if (ASAN_FORK_UNSAFE)
+      pthread_mutex_lock(&spawn_lock);
     pthread_t th[3];
     for (int i = 0; i < 3; i++)
       if (pthread_create(&th[i], NULL, short_lived, (void *)(uintptr_t)(n++ * 31 + 5)))
@@ -521,6 +554,10 @@ static void *spawner(void *arg) {
       void *ret = NULL;
       if (th[i] && (pthread_join(th[i], &ret) || ret))
         failures++;
+    }
+    if (ASAN_FORK_UNSAFE) {
+      pthread_mutex_unlock(&spawn_lock);
+      sched_yield();
     }
   }
   return (void *)(uintptr_t)failures;
@@ -536,7 +573,11 @@ static void *forker(void *arg) {
   for (res->round = 0; res->round < ROUNDS; res->round++) {
     for (int k = 0; k < 100; k++)
       hak_free(hak_malloc((size_t)k * 43 + 1));
+    if (ASAN_FORK_UNSAFE)
+      pthread_mutex_lock(&spawn_lock);
     pid_t pid = fork();
+    if (ASAN_FORK_UNSAFE && pid != 0)
+      pthread_mutex_unlock(&spawn_lock);
     if (pid < 0) {
       res->status = 93;
       return NULL;
@@ -581,10 +622,12 @@ static void test_fork_from_thread_while_threads_come_and_go(void **state) {
   /* The slots' locks are held by the passers at fork time too; a child
    * must not wait on them. */
   stop_busy = 0;
+  workers_started = 0;
   pthread_t pass[2], spawn;
   for (int i = 0; i < 2; i++)
     assert_int_equal(pthread_create(&pass[i], NULL, passer, (void *)(uintptr_t)(i + 900)), 0);
   assert_int_equal(pthread_create(&spawn, NULL, spawner, NULL), 0);
+  wait_started(3);
   struct forker_result res = {0, 0};
   pthread_t fk;
   assert_int_equal(pthread_create(&fk, NULL, forker, &res), 0);
