@@ -414,6 +414,29 @@ void *hak_memalign(size_t align, size_t size) {
 void *hak_valloc(size_t size) { ALIGNED_ENTRY(malloc_aligned(HAK_PAGE_SIZE, size)); }
 void *hak_pvalloc(size_t size) { ALIGNED_ENTRY(pvalloc_impl(size)); }
 
+/* ---- the C library's names (libhakmem.so only) ----------------------------
+ * Aliases, not wrappers: malloc is hak_malloc, one symbol. */
+#ifdef HAK_OVERRIDE
+#define HAK_EXPORT_AS(name) __attribute__((alias(#name), visibility("default")))
+void *malloc(size_t size) __attribute__((malloc, alloc_size(1))) HAK_EXPORT_AS(hak_malloc);
+void free(void *p) HAK_EXPORT_AS(hak_free);
+void *calloc(size_t count, size_t size) __attribute__((malloc, alloc_size(1, 2)))
+    HAK_EXPORT_AS(hak_calloc);
+void *realloc(void *p, size_t size) __attribute__((alloc_size(2))) HAK_EXPORT_AS(hak_realloc);
+void *reallocarray(void *p, size_t count, size_t size) HAK_EXPORT_AS(hak_reallocarray);
+int posix_memalign(void **out, size_t align, size_t size) HAK_EXPORT_AS(hak_posix_memalign);
+void *aligned_alloc(size_t align, size_t size) __attribute__((malloc, alloc_size(2)))
+    HAK_EXPORT_AS(hak_aligned_alloc);
+void *memalign(size_t align, size_t size) __attribute__((malloc, alloc_size(2)))
+    HAK_EXPORT_AS(hak_memalign);
+void *valloc(size_t size) __attribute__((malloc)) HAK_EXPORT_AS(hak_valloc);
+void *pvalloc(size_t size) __attribute__((malloc)) HAK_EXPORT_AS(hak_pvalloc);
+size_t malloc_usable_size(void *p) HAK_EXPORT_AS(hak_usable_size);
+void free_sized(void *p, size_t size) HAK_EXPORT_AS(hak_free_sized);
+/* glibc's historical alias, still called by some old binaries. */
+void cfree(void *p) HAK_EXPORT_AS(hak_free);
+#endif
+
 /* ---- statistics --------------------------------------------------------- */
 
 size_t hak_stats_report(char *buf, size_t size, int json) {
