@@ -44,7 +44,10 @@ printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (v
   skip "$cc cannot link a libFuzzer target (apt-get install libclang-rt-14-dev): $(tail -1 "$probe.log")"
 
 echo "=== configure and build (clang, libFuzzer + ASan + UBSan, variant $variant)"
-cmake -S "$here/standalone" -B "$build" -G Ninja \
+generator=
+[ -f "$build/CMakeCache.txt" ] || ! command -v ninja >/dev/null 2>&1 || generator="-G Ninja"
+# shellcheck disable=SC2086
+cmake -S "$here/standalone" -B "$build" $generator \
   -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHAKMEM_VARIANT="$variant" \
   >"$build/configure.log" 2>&1 || { tail -20 "$build/configure.log"; fail "configure"; }
