@@ -25,12 +25,12 @@
  * does fewer rounds there, so that the debug and tsan presets stay within
  * their budget.  GCC defines these macros; clang has __has_feature. */
 #if defined(__SANITIZE_THREAD__)
-#define STRESS_SLOW 8
+#define STRESS_SLOW 4
 #elif defined(__SANITIZE_ADDRESS__)
 #define STRESS_SLOW 2
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define STRESS_SLOW 8
+#define STRESS_SLOW 4
 #elif __has_feature(address_sanitizer)
 #define STRESS_SLOW 2
 #endif
