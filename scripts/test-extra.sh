@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The slower checks, kept out of the CI command: ThreadSanitizer on the
-# threaded tests (preset tsan) and the whole cmocka suite under valgrind's
-# memcheck (preset valgrind), plus the bounded fuzzing run when present.
-# Usage: scripts/test-extra.sh [tsan] [valgrind] [fuzz]
+# threaded tests (preset tsan), the whole cmocka suite under valgrind's
+# memcheck (preset valgrind), a longer fuzzing run, and the stress tests in
+# their long mode.
+# Usage: scripts/test-extra.sh [tsan] [valgrind] [fuzz] [stress]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(tsan valgrind fuzz)
+[ ${#steps[@]} -gt 0 ] || steps=(tsan valgrind fuzz stress)
 for s in "${steps[@]}"; do
   echo "=== $s"
   case "$s" in
@@ -17,14 +18,18 @@ for s in "${steps[@]}"; do
       ctest --preset "$s"
       ;;
     fuzz)
-      if [ -x test/fuzz/run_fuzz.sh ]; then
-        test/fuzz/run_fuzz.sh
-      else
-        echo "no fuzzing target yet (test/fuzz/run_fuzz.sh)"
-      fi
+      # libFuzzer from the committed corpus, HAK_FUZZ_SECONDS (300) long.
+      test/fuzz/run_fuzz.sh build/fuzz "${HAK_FUZZ_SECONDS:-300}"
+      ;;
+    stress)
+      # The stress tests in their long mode, HAK_STRESS_SECONDS (120) each.
+      cmake --preset standard
+      cmake --build --preset standard
+      HAK_STRESS=long HAK_STRESS_SECONDS="${HAK_STRESS_SECONDS:-120}" \
+        ctest --preset standard -L stress
       ;;
     *)
-      echo "unknown step $s (tsan, valgrind, fuzz)" >&2
+      echo "unknown step $s (tsan, valgrind, fuzz, stress)" >&2
       exit 2
       ;;
   esac

@@ -71,10 +71,12 @@ void hak_stats_thread_exit(void) {
   }
   add_block(&exited, t);
   memset(t, 0, sizeof *t);
-  /* Never registered again: a count from a later key destructor could link
-   * the block back in after the last destructor round, and the registry
-   * would then point into a dead thread's TLS (found with Python's
-   * test_threading under the observe build).  Later counts go to `late`. */
+  /* Never registered again: a count made after this hook could link the
+   * block back in with no hook left to unlink it, and the registry would
+   * then point into a dead thread's TLS.  glibc does exactly that: at the
+   * very end of a detached thread, after every destructor round, it frees
+   * cached stacks' DTVs with free() (found with Python's test_threading
+   * under the observe build).  Later counts go to `late`. */
   t->registered = -1;
   pthread_mutex_unlock(&registry_lock);
 }
