@@ -23,7 +23,9 @@ static pthread_key_t exit_key;
 
 static void on_thread_exit(void *arg) {
   (void)arg;
+  VG_ENTER(); /* walks the links inside freed blocks */
   hak_mid_thread_exit();
+  VG_LEAVE();
 }
 
 static void fork_prepare(void) {

@@ -44,10 +44,9 @@ static inline void hak_ensure_init(void) {
 }
 
 /* ---- valgrind (HAKMEM_VALGRIND builds) ------------------------------------ */
+#define VG_ENTER() HAK_VG_QUIET_BEGIN()
+#define VG_LEAVE() HAK_VG_QUIET_END()
 #if defined(HAK_VALGRIND) && HAK_VALGRIND
-#include <valgrind/memcheck.h>
-#define VG_ENTER() VALGRIND_DISABLE_ERROR_REPORTING
-#define VG_LEAVE() VALGRIND_ENABLE_ERROR_REPORTING
 #define VG_ALLOC(p, zeroed)                                                    \
   do {                                                                         \
     if (p)                                                                     \
@@ -60,8 +59,6 @@ static inline void hak_ensure_init(void) {
   } while (0)
 #define VG_RESIZE(p, old, new) VALGRIND_RESIZEINPLACE_BLOCK((p), (old), (new), 0)
 #else
-#define VG_ENTER() ((void)0)
-#define VG_LEAVE() ((void)0)
 #define VG_ALLOC(p, zeroed) ((void)0)
 #define VG_FREE(p) ((void)0)
 #define VG_RESIZE(p, old, new) ((void)0)

@@ -190,6 +190,8 @@ void *hak_os_superslab_alloc(bool *zeroed) {
       HAK_STAT_SYS(OS_SUPERSLAB_NEW, 1);
   }
   pthread_mutex_unlock(&os_lock);
+  if (ss)
+    HAK_VG_FRESH(ss, HAK_SUPERSLAB_SIZE);
   return ss;
 }
 
@@ -247,6 +249,8 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
       HAK_STAT_SYS(OS_HUGE_NEW, 1);
   }
   pthread_mutex_unlock(&os_lock);
+  if (base)
+    HAK_VG_FRESH(base, *mapped);
   return base;
 }
 

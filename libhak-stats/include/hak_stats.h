@@ -60,6 +60,22 @@
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_COLD __attribute__((noinline, cold))
 
+/* ---- valgrind (HAKMEM_VALGRIND builds) ----------------------------------
+ * memcheck is told where blocks begin and end by libhak-core; here, what
+ * every layer needs: silence while hakmem's own code touches freed blocks,
+ * and regions fresh from libhak-os made accessible again (their bytes may
+ * have been a freed block of another tier). */
+#if defined(HAK_VALGRIND) && HAK_VALGRIND
+#include <valgrind/memcheck.h>
+#define HAK_VG_QUIET_BEGIN() VALGRIND_DISABLE_ERROR_REPORTING
+#define HAK_VG_QUIET_END() VALGRIND_ENABLE_ERROR_REPORTING
+#define HAK_VG_FRESH(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
+#else
+#define HAK_VG_QUIET_BEGIN() ((void)0)
+#define HAK_VG_QUIET_END() ((void)0)
+#define HAK_VG_FRESH(p, n) ((void)0)
+#endif
+
 /* ---- counters ------------------------------------------------------------ */
 /* One list, used to build the enum and the names in the report. */
 #define HAK_STAT_LIST(X)                                                      \
