@@ -344,32 +344,11 @@ bool hak_os_on_signal(int sig, void (*handler)(int)) {
   return sigaction(sig, &sa, NULL) == 0;
 }
 
-size_t hak_os_rss_current(void) {
-  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return 0;
-  char buf[128];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0)
-    return 0;
-  buf[n] = 0;
-  /* Second field: resident pages. */
-  char *s = buf;
-  while (*s && *s != ' ')
-    s++;
-  size_t pages = 0;
-  while (*s == ' ')
-    s++;
-  while (*s >= '0' && *s <= '9')
-    pages = pages * 10 + (size_t)(*s++ - '0');
-  return pages * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-/* VmHWM of /proc/self/status, not getrusage's ru_maxrss: Linux carries
+/* A "Key:   N kB" field of /proc/self/status, in bytes (0 if unreadable).
+ * VmHWM rather than getrusage's ru_maxrss for the peak: Linux carries
  * ru_maxrss across execve, so a program started by a big parent (a Python
  * script) would report the parent's peak. */
-size_t hak_os_rss_peak(void) {
+static size_t status_bytes(const char *key) {
   int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return 0;
@@ -379,10 +358,10 @@ size_t hak_os_rss_peak(void) {
   if (n <= 0)
     return 0;
   buf[n] = 0;
-  const char *s = strstr(buf, "VmHWM:");
+  const char *s = strstr(buf, key);
   if (!s)
     return 0;
-  s += 6;
+  s += strlen(key);
   while (*s == ' ' || *s == '\t')
     s++;
   size_t kb = 0;
@@ -390,3 +369,6 @@ size_t hak_os_rss_peak(void) {
     kb = kb * 10 + (size_t)(*s++ - '0');
   return kb * 1024;
 }
+
+size_t hak_os_rss_current(void) { return status_bytes("VmRSS:"); }
+size_t hak_os_rss_peak(void) { return status_bytes("VmHWM:"); }
