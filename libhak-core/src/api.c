@@ -77,6 +77,25 @@ static void init_once_body(void) {
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   if (hak_config.stats_signal)
     hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal);
+  if (hak_config.verbose) {
+    /* HAKMEM_VERBOSE: one line with the configuration in force. */
+    char msg[320];
+    int n = snprintf(msg, sizeof msg,
+                     "hakmem: build %s, stats=%d superslab_cache=%u "
+                     "superslab_reserve=%u huge_cache_mb=%zu thp=%d "
+                     "guard_pages=%d tiny_dirty_slabs=%u mid_cache_kb=%zu "
+                     "stats_signal=%zu\n",
+                     HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
+                     : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
+                                                                 : "observe",
+                     hak_config.stats, hak_config.superslab_cache,
+                     hak_config.superslab_reserve, hak_config.huge_cache_mb,
+                     hak_config.thp, hak_config.guard_pages,
+                     hak_config.tiny_dirty_slabs, hak_config.mid_cache_kb,
+                     hak_config.stats_signal);
+    if (n > 0)
+      hak_os_write_stderr(msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+  }
   __atomic_store_n(&hak_initialized, 1, __ATOMIC_RELEASE);
 }
 
