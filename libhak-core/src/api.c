@@ -44,15 +44,6 @@ static void fork_parent(void) {
   hak_large_fork_parent();
 }
 
-/* The child's only thread is the one that took every lock in
- * fork_prepare: it releases them (re-creating a held mutex is undefined). */
-static void fork_child(void) {
-  hak_stats_fork_child();
-  hak_os_fork_child();
-  hak_tiny_fork_child();
-  hak_mid_fork_child();
-  hak_large_fork_child();
-}
 
 static void print_report(bool from_signal);
 
@@ -74,7 +65,10 @@ static void init_once_body(void) {
   struct hak_tiny_config tiny = {.dirty_slab_limit = hak_config.tiny_dirty_slabs};
   hak_tiny_configure(&tiny);
   pthread_key_create(&exit_key, on_thread_exit);
-  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  /* The child's only thread is the one that took every lock in fork_prepare:
+   * it releases them as the parent does (re-creating a held mutex would be
+   * undefined behaviour). */
+  pthread_atfork(fork_prepare, fork_parent, fork_parent);
   if (hak_config.stats_signal)
     hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal);
   if (hak_config.verbose) {

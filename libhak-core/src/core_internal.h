@@ -86,7 +86,6 @@ HAK_INTERNAL size_t hak_mid_usable_size(const void *p);
 HAK_INTERNAL void hak_mid_thread_exit(void);
 HAK_INTERNAL void hak_mid_fork_prepare(void);
 HAK_INTERNAL void hak_mid_fork_parent(void);
-HAK_INTERNAL void hak_mid_fork_child(void);
 
 /* ---- large tier (large.c): above the mid tier ------------------------- */
 /* *zeroed tells whether the block is known to be all zero bytes. */
@@ -100,6 +99,5 @@ HAK_INTERNAL bool hak_large_resize(void *p, size_t size);
 HAK_INTERNAL bool hak_large_is_overaligned(const void *p);
 HAK_INTERNAL void hak_large_fork_prepare(void);
 HAK_INTERNAL void hak_large_fork_parent(void);
-HAK_INTERNAL void hak_large_fork_child(void);
 
 #endif

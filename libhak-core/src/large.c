@@ -217,4 +217,3 @@ bool hak_large_resize(void *p, size_t size) {
 
 void hak_large_fork_prepare(void) { pthread_mutex_lock(&table_lock); }
 void hak_large_fork_parent(void) { pthread_mutex_unlock(&table_lock); }
-void hak_large_fork_child(void) { pthread_mutex_unlock(&table_lock); }

@@ -410,4 +410,3 @@ void hak_mid_fork_parent(void) {
     pthread_mutex_unlock(&classes[i].lock);
 }
 
-void hak_mid_fork_child(void) { hak_mid_fork_parent(); }

@@ -188,10 +188,10 @@ HAK_INTERNAL size_t hak_tiny_usable_size(const void *p);
  * heap's slabs over so that other threads adopt them. */
 HAK_INTERNAL void hak_tiny_thread_exit(void);
 
-/* Fork: hold the front's locks across fork(). */
+/* Fork: hold the front's locks across fork(); the parent and the child
+ * both release them with hak_tiny_fork_parent. */
 HAK_INTERNAL void hak_tiny_fork_prepare(void);
 HAK_INTERNAL void hak_tiny_fork_parent(void);
-HAK_INTERNAL void hak_tiny_fork_child(void);
 
 /* Configuration, set once at start-up. */
 struct hak_tiny_config {

@@ -217,4 +217,3 @@ void hak_tiny_fork_parent(void) {
   pthread_mutex_unlock(&abandoned_lock);
 }
 
-void hak_tiny_fork_child(void) { hak_tiny_fork_parent(); }
