@@ -44,7 +44,6 @@ static void fork_parent(void) {
   hak_large_fork_parent();
 }
 
-
 static void print_report(bool from_signal);
 
 static void on_stats_signal(int sig) {
@@ -62,7 +61,8 @@ static void init_once_body(void) {
   os.huge_cache_bytes = hak_config.huge_cache_mb << 20;
   os.transparent_huge_pages = hak_config.thp;
   hak_os_configure(&os);
-  struct hak_tiny_config tiny = {.dirty_slab_limit = hak_config.tiny_dirty_slabs};
+  struct hak_tiny_config tiny = {.dirty_slab_limit =
+                                     hak_config.tiny_dirty_slabs};
   hak_tiny_configure(&tiny);
   pthread_key_create(&exit_key, on_thread_exit);
   /* The child's only thread is the one that took every lock in fork_prepare:
@@ -88,7 +88,8 @@ static void init_once_body(void) {
                      hak_config.tiny_dirty_slabs, hak_config.mid_cache_kb,
                      hak_config.stats_signal);
     if (n > 0)
-      hak_os_write_stderr(msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+      hak_os_write_stderr(msg,
+                          (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
   }
   __atomic_store_n(&hak_initialized, 1, __ATOMIC_RELEASE);
 }
@@ -144,16 +145,14 @@ static inline __attribute__((always_inline)) void *malloc_impl(size_t size) {
 
 /* ---- free ---------------------------------------------------------------- */
 
-static HAK_COLD void free_other(void *p, struct hak_region *r) {
+static HAK_COLD void free_other(void *p, enum hak_region_kind kind) {
   if (p == NULL)
     return;
-  if ((void *)r == p) { /* superslab-aligned: only over-aligned blocks */
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0) { /* only over-aligned blocks */
     hak_large_free(p);
     return;
   }
-  if (HAK_GATE_CHECK_FOREIGN && !hak_os_is_region(r))
-    hak_misuse("free", "invalid pointer (not from hakmem)", p);
-  switch (r->kind) {
+  switch (kind) {
   case HAK_REGION_TINY:
     hak_tiny_free(p);
     return;
@@ -165,33 +164,36 @@ static HAK_COLD void free_other(void *p, struct hak_region *r) {
   case HAK_REGION_HUGE:
     hak_large_free(p);
     return;
+  case HAK_REGION_NONE:
+    hak_misuse("free", "invalid pointer (not from hakmem)", p);
   default:
     hak_misuse("free", "invalid pointer or double free (region not in use)", p);
   }
 }
 
+/* One byte of the region map routes the pointer.  The fast build trusts it
+ * to be a user-space address; the others bound it first, so that any value
+ * at all gets an answer. */
+static inline __attribute__((always_inline)) enum hak_region_kind
+kind_of(const void *p) {
+  return HAK_GATE_CHECK_FOREIGN ? hak_os_kind_checked(p) : hak_os_kind_of(p);
+}
+
 static inline __attribute__((always_inline)) void free_impl(void *p) {
-  struct hak_region *r = hak_region_of(p);
-  /* The fast build trusts the pointer; the others first make sure that the
-   * header it masks to is one of hakmem's regions. */
-  if (HAK_LIKELY((void *)r != p && (!HAK_GATE_CHECK_FOREIGN || hak_os_is_region(r)) &&
-                 r->kind == HAK_REGION_TINY)) {
+  enum hak_region_kind kind = kind_of(p);
+  if (HAK_LIKELY(kind == HAK_REGION_TINY)) {
     hak_tiny_free(p);
     return;
   }
-  free_other(p, r);
+  free_other(p, kind);
 }
-
 
 /* ---- sizes --------------------------------------------------------------- */
 
 static size_t usable_size(const void *p, const char *func) {
-  struct hak_region *r = hak_region_of(p);
-  if ((const void *)r == p)
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
     return hak_large_usable_size(p);
-  if (HAK_GATE_CHECK_FOREIGN && !hak_os_is_region(r))
-    hak_misuse(func, "invalid pointer (not from hakmem)", p);
-  switch (r->kind) {
+  switch (kind_of(p)) {
   case HAK_REGION_TINY:
     return hak_tiny_usable_size(p);
   case HAK_REGION_MID:
@@ -199,6 +201,8 @@ static size_t usable_size(const void *p, const char *func) {
   case HAK_REGION_LARGE:
   case HAK_REGION_HUGE:
     return hak_large_usable_size(p);
+  case HAK_REGION_NONE:
+    hak_misuse(func, "invalid pointer (not from hakmem)", p);
   default:
     hak_misuse(func, "invalid pointer (region not in use)", p);
   }
@@ -248,9 +252,9 @@ static void *realloc_impl(void *p, size_t size) {
     return NULL;
   }
   size_t old = usable_size(p, "realloc");
-  struct hak_region *r = hak_region_of(p);
-  bool large = (void *)r == p || r->kind == HAK_REGION_LARGE ||
-               r->kind == HAK_REGION_HUGE;
+  enum hak_region_kind kind = hak_os_kind_of(p);
+  bool large = ((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0 ||
+               kind == HAK_REGION_LARGE || kind == HAK_REGION_HUGE;
   if (large) {
     /* Keep the block if it is still at least half used; grow in place where
      * the region allows. */
@@ -281,7 +285,8 @@ static void *reallocarray_impl(void *p, size_t count, size_t size) {
   return realloc_impl(p, total);
 }
 
-/* ---- aligned allocation ---------------------------------------------------- */
+/* ---- aligned allocation ----------------------------------------------------
+ */
 
 /* align is a power of two. */
 static void *malloc_aligned(size_t align, size_t size) {
@@ -426,24 +431,30 @@ void *hak_aligned_alloc(size_t align, size_t size) {
 void *hak_memalign(size_t align, size_t size) {
   ALIGNED_ENTRY(memalign_impl(align, size));
 }
-void *hak_valloc(size_t size) { ALIGNED_ENTRY(malloc_aligned(HAK_PAGE_SIZE, size)); }
+void *hak_valloc(size_t size) {
+  ALIGNED_ENTRY(malloc_aligned(HAK_PAGE_SIZE, size));
+}
 void *hak_pvalloc(size_t size) { ALIGNED_ENTRY(pvalloc_impl(size)); }
 
 /* ---- the C library's names (libhakmem.so only) ----------------------------
  * Aliases, not wrappers: malloc is hak_malloc, one symbol. */
 #ifdef HAK_OVERRIDE
 #define HAK_EXPORT_AS(name) __attribute__((alias(#name), visibility("default")))
-void *malloc(size_t size) __attribute__((malloc, alloc_size(1))) HAK_EXPORT_AS(hak_malloc);
+void *malloc(size_t size) __attribute__((malloc, alloc_size(1)))
+HAK_EXPORT_AS(hak_malloc);
 void free(void *p) HAK_EXPORT_AS(hak_free);
-void *calloc(size_t count, size_t size) __attribute__((malloc, alloc_size(1, 2)))
-    HAK_EXPORT_AS(hak_calloc);
-void *realloc(void *p, size_t size) __attribute__((alloc_size(2))) HAK_EXPORT_AS(hak_realloc);
-void *reallocarray(void *p, size_t count, size_t size) HAK_EXPORT_AS(hak_reallocarray);
-int posix_memalign(void **out, size_t align, size_t size) HAK_EXPORT_AS(hak_posix_memalign);
-void *aligned_alloc(size_t align, size_t size) __attribute__((malloc, alloc_size(2)))
-    HAK_EXPORT_AS(hak_aligned_alloc);
+void *calloc(size_t count, size_t size)
+    __attribute__((malloc, alloc_size(1, 2))) HAK_EXPORT_AS(hak_calloc);
+void *realloc(void *p, size_t size) __attribute__((alloc_size(2)))
+HAK_EXPORT_AS(hak_realloc);
+void *reallocarray(void *p, size_t count, size_t size)
+    HAK_EXPORT_AS(hak_reallocarray);
+int posix_memalign(void **out, size_t align, size_t size)
+    HAK_EXPORT_AS(hak_posix_memalign);
+void *aligned_alloc(size_t align, size_t size)
+    __attribute__((malloc, alloc_size(2))) HAK_EXPORT_AS(hak_aligned_alloc);
 void *memalign(size_t align, size_t size) __attribute__((malloc, alloc_size(2)))
-    HAK_EXPORT_AS(hak_memalign);
+HAK_EXPORT_AS(hak_memalign);
 void *valloc(size_t size) __attribute__((malloc)) HAK_EXPORT_AS(hak_valloc);
 void *pvalloc(size_t size) __attribute__((malloc)) HAK_EXPORT_AS(hak_pvalloc);
 size_t malloc_usable_size(void *p) HAK_EXPORT_AS(hak_usable_size);

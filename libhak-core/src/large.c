@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 struct large_header {
-  struct hak_region region; /* kind LARGE or HUGE; size = bytes mapped */
+  struct hak_region region; /* size = bytes mapped */
   size_t offset;            /* block start - region start */
   size_t usable;            /* bytes the block may use */
   bool guarded;             /* a no-access page follows the usable bytes */
@@ -133,12 +133,12 @@ void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
     mapped = HAK_SUPERSLAB_SIZE;
     if (!h)
       return NULL;
-    h->region.kind = HAK_REGION_LARGE;
+    hak_os_set_kind(h, HAK_REGION_LARGE);
   } else {
     h = hak_os_huge_alloc(need, &mapped, zeroed);
     if (!h)
       return NULL;
-    h->region.kind = HAK_REGION_HUGE;
+    hak_os_set_kind(h, HAK_REGION_HUGE);
   }
   h->region.size = mapped;
   h->offset = offset;
@@ -167,7 +167,7 @@ void hak_large_free(void *p) {
     hak_misuse("free", "invalid pointer (not the start of a block)", p);
   HAK_STAT_PATH(LARGE_FREE, 1);
   guard_clear(h);
-  if (h->region.kind == HAK_REGION_LARGE)
+  if (hak_os_kind_of(h) == HAK_REGION_LARGE)
     hak_os_superslab_free(h);
   else
     hak_os_huge_free(h, h->region.size);
@@ -192,7 +192,7 @@ bool hak_large_resize(void *p, size_t size) {
   if (size > PTRDIFF_MAX)
     return false;
   size_t guard = h->guarded ? HAK_PAGE_SIZE : 0;
-  if (h->region.kind == HAK_REGION_LARGE) {
+  if (hak_os_kind_of(h) == HAK_REGION_LARGE) {
     /* The whole superslab is ours: growing or shrinking is bookkeeping. */
     if (h->offset + need + guard > HAK_SUPERSLAB_SIZE)
       return false;

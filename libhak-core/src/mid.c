@@ -96,9 +96,8 @@ static inline void *next_of(const void *p) {
   uintptr_t v = *(const uintptr_t *)p;
   if (HAK_GATE_ENCODE_LINKS) {
     v ^= hak_tiny_secret ^ (uintptr_t)p;
-    struct hak_region *r = hak_region_of((void *)v);
-    if (v && ((v & 15) || !hak_os_is_region(r) || (void *)r == (void *)v ||
-              r->kind != HAK_REGION_MID))
+    if (v && ((v & 15) || ((uintptr_t)v & HAK_SUPERSLAB_MASK) == 0 ||
+              hak_os_kind_checked((void *)v) != HAK_REGION_MID))
       corrupt(p);
   }
   return (void *)v;
@@ -116,7 +115,7 @@ static struct mid_slab *slab_new(unsigned cls) {
     if (!ss)
       return NULL;
     memset(ss, 0, sizeof *ss);
-    ss->region.kind = HAK_REGION_MID;
+    hak_os_set_kind(ss, HAK_REGION_MID);
     ss->region.size = HAK_SUPERSLAB_SIZE;
     ss->free_slabs = (1u << HAK_MID_SLABS) - 1;
     pthread_mutex_lock(&ss_lock);

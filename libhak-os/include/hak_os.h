@@ -29,19 +29,22 @@
 #define HAK_SUPERSLAB_MASK (HAK_SUPERSLAB_SIZE - 1)
 #define HAK_PAGE_SIZE ((size_t)4096)
 
-/* What a region holds; the first word of every region's header. */
+/* What a region holds.  The kind lives in the region map below, not in the
+ * region: free reads one byte of a small, always-hot table instead of the
+ * header line of the block's superslab, and a checked free learns from the
+ * same byte that the pointer is hakmem's. */
 enum hak_region_kind {
-  HAK_REGION_TINY = 0x7A11, /* slabs of the tiny front */
-  HAK_REGION_MID,           /* slabs of the mid tier */
-  HAK_REGION_LARGE,         /* one large block in a superslab */
-  HAK_REGION_HUGE,          /* one block in a huge region */
+  HAK_REGION_NONE = 0, /* not hakmem's */
+  HAK_REGION_CACHED,   /* mapped by hakmem, held in a cache, no tier's */
+  HAK_REGION_TINY,     /* slabs of the tiny front */
+  HAK_REGION_MID,      /* slabs of the mid tier */
+  HAK_REGION_LARGE,    /* one large block in a superslab */
+  HAK_REGION_HUGE,     /* one block in a huge region */
 };
 
 /* The header every region starts with; tiers extend it (first member). */
 struct hak_region {
-  uint32_t kind;       /* enum hak_region_kind, set by the owner tier */
-  uint32_t reserved;
-  size_t size;         /* bytes mapped for this region */
+  size_t size; /* bytes mapped for this region */
 };
 
 /* The region header of any pointer into the first superslab of a region. */
@@ -66,23 +69,39 @@ HAK_INTERNAL bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
  * and are committed again by the next write.  p and n page-aligned. */
 HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
 
-/* The registry: one bit per HAK_SUPERSLAB_SIZE unit of the 47-bit address
- * space, set while hakmem has a region mapped there (os.c). */
-#define HAK_OS_REGISTRY_BITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
-HAK_INTERNAL extern uint64_t hak_os_registry[HAK_OS_REGISTRY_BITS / 64];
+/* The region map: one byte per HAK_SUPERSLAB_SIZE unit of the 47-bit user
+ * address space, the kind of the region that starts there (os.c). */
+#define HAK_OS_MAP_UNITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
+HAK_INTERNAL extern uint8_t hak_os_region_map[HAK_OS_MAP_UNITS];
+
+/* The kind of the region p's unit starts, for a pointer hakmem handed out
+ * (below 2^47, as every user-space mapping is): one load. */
+static inline enum hak_region_kind hak_os_kind_of(const void *p) {
+  return (enum hak_region_kind)__atomic_load_n(
+      &hak_os_region_map[(uintptr_t)p >> HAK_SUPERSLAB_SHIFT],
+      __ATOMIC_RELAXED);
+}
+
+/* The same for any pointer at all: HAK_REGION_NONE beyond the map. */
+static inline enum hak_region_kind hak_os_kind_checked(const void *p) {
+  uintptr_t unit = (uintptr_t)p >> HAK_SUPERSLAB_SHIFT;
+  if (HAK_UNLIKELY(unit >= HAK_OS_MAP_UNITS))
+    return HAK_REGION_NONE;
+  return (enum hak_region_kind)__atomic_load_n(&hak_os_region_map[unit],
+                                               __ATOMIC_RELAXED);
+}
+
+/* The owner tier names what a region holds (never HAK_REGION_NONE: the
+ * region stays hakmem's until libhak-os unmaps it). */
+HAK_INTERNAL void hak_os_set_kind(void *region, enum hak_region_kind kind);
 
 /* Makes [p, p + n) inaccessible (access == false) or read-write again. */
 HAK_INTERNAL void hak_os_protect(void *p, size_t n, bool access);
 
-/* Whether ss is the base of a region hakmem currently has mapped: a bit
- * test, inline so that the checked free pays a few instructions for it. */
+/* Whether ss is the base of a region hakmem currently has mapped. */
 static inline bool hak_os_is_region(const void *ss) {
-  uintptr_t a = (uintptr_t)ss;
-  size_t unit = a >> HAK_SUPERSLAB_SHIFT;
-  if ((a & HAK_SUPERSLAB_MASK) || unit >= HAK_OS_REGISTRY_BITS)
-    return false;
-  return (__atomic_load_n(&hak_os_registry[unit >> 6], __ATOMIC_RELAXED) >>
-          (unit & 63)) & 1;
+  return ((uintptr_t)ss & HAK_SUPERSLAB_MASK) == 0 &&
+         hak_os_kind_checked(ss) != HAK_REGION_NONE;
 }
 
 /* Bounds of the caches (from the configuration, set once at start-up). */

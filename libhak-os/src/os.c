@@ -1,8 +1,8 @@
-/* os.c - regions from the kernel, their caches, and the region registry.
+/* os.c - regions from the kernel, their caches, and the region map.
  *
  * Everything here is a slow path: it runs when a tier needs a new superslab
  * or a huge block, never per malloc.  One lock guards the caches; the
- * registry bitmap is read without it.
+ * region map is read without it.
  */
 #include "hak_os.h"
 
@@ -97,25 +97,20 @@ void hak_os_protect(void *p, size_t n, bool access) {
   mprotect(p, n, access ? PROT_READ | PROT_WRITE : PROT_NONE);
 }
 
-/* ---- the registry: one bit per superslab-sized unit of address space ---- */
+/* ---- the region map: one byte per superslab-sized unit ----------------- */
 
-#define REGISTRY_BITS HAK_OS_REGISTRY_BITS
-/* 4 MiB of zero-initialised .bss: the kernel backs only the pages whose
- * words are set, so it costs what a lazily mapped table would, without the
- * pointer load and NULL test on every checked free. */
-uint64_t hak_os_registry[REGISTRY_BITS / 64];
+/* 32 MiB of zero-initialised .bss: the kernel backs only the pages written,
+ * and one page covers 16 GiB of address space, so a process pays a page or
+ * two; a lazily mapped table would cost a pointer load on every free. */
+uint8_t hak_os_region_map[HAK_OS_MAP_UNITS];
 
-static void registry_set(const void *base, bool on) {
+static void map_set(const void *base, enum hak_region_kind kind) {
   size_t unit = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
-  if (unit >= REGISTRY_BITS)
-    return;
-  uint64_t bit = (uint64_t)1 << (unit & 63);
-  if (on)
-    __atomic_fetch_or(&hak_os_registry[unit >> 6], bit, __ATOMIC_RELEASE);
-  else
-    __atomic_fetch_and(&hak_os_registry[unit >> 6], ~bit, __ATOMIC_RELEASE);
+  if (unit < HAK_OS_MAP_UNITS)
+    __atomic_store_n(&hak_os_region_map[unit], (uint8_t)kind, __ATOMIC_RELEASE);
 }
 
+void hak_os_set_kind(void *region, enum hak_region_kind kind) { map_set(region, kind); }
 
 /* ---- aligned mappings ------------------------------------------------- */
 
@@ -161,12 +156,12 @@ static void *map_aligned(size_t size) {
     HAK_STAT_SYS(SYS_MADVISE, 1);
     madvise((void *)a, size, MADV_HUGEPAGE);
   }
-  registry_set((void *)a, true);
+  map_set((void *)a, HAK_REGION_CACHED);
   return (void *)a;
 }
 
 static void unmap_region(void *base, size_t size) {
-  registry_set(base, false);
+  map_set(base, HAK_REGION_NONE);
   sys_munmap(base, size);
 }
 
@@ -196,8 +191,8 @@ void *hak_os_superslab_alloc(bool *zeroed) {
 }
 
 void hak_os_superslab_free(void *ss) {
-  /* A cached region has kind 0, so a late free into it is recognised. */
-  ((struct hak_region *)ss)->kind = 0;
+  /* A late free into a cached region is recognised by its kind. */
+  map_set(ss, HAK_REGION_CACHED);
   pthread_mutex_lock(&os_lock);
   HAK_STAT_SYS(OS_SUPERSLAB_RELEASED, 1);
   if (warm_count < config.superslab_cache) {
@@ -255,7 +250,7 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
 }
 
 void hak_os_huge_free(void *base, size_t mapped) {
-  ((struct hak_region *)base)->kind = 0;
+  map_set(base, HAK_REGION_CACHED);
   pthread_mutex_lock(&os_lock);
   if (mapped <= config.huge_cache_bytes) {
     /* Make room by evicting the oldest entries. */

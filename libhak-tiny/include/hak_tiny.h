@@ -31,14 +31,18 @@
 
 /* Slab owners that are not heaps.  Heap ids start at 1, and 0 is the id of a
  * thread whose heap is not yet set up, so neither ever matches a slab. */
-#define HAK_TINY_OWNER_NONE UINT64_MAX      /* slab free in its superslab */
+#define HAK_TINY_OWNER_NONE UINT64_MAX /* slab free in its superslab */
 #define HAK_TINY_OWNER_ABANDONED (UINT64_MAX - 1) /* its thread exited */
+/* Or-ed into a heap's id while the slab is owned but not the current slab of
+ * its class: `owner == id` alone then tells a free that the block can go
+ * onto the bin's list (owners NONE and ABANDONED have the bit too). */
+#define HAK_TINY_OWNER_IDLE ((uint64_t)1 << 62)
 
 /* Per-slab metadata: one cache line, in the superslab header. */
 struct hak_tiny_slab {
-  uint64_t owner;     /* heap id; read by every free, written on hand-over */
+  uint64_t owner; /* heap id (| IDLE); read by every free */
   uint16_t cls;
-  uint16_t state;     /* enum in tiny_internal.h */
+  uint16_t state; /* enum in tiny_internal.h */
   uint32_t block_size;
   void *free;         /* local free list while the slab is not current */
   void *remote;       /* frees from other threads (atomic push, swap-all) */
@@ -67,6 +71,8 @@ struct hak_tiny_bin {
 struct hak_tiny_heap {
   struct hak_tiny_bin bins[HAK_TINY_CLASSES]; /* hot: 1 KiB */
   uint64_t id;                                /* 0 until set up */
+  uint64_t key; /* hak_tiny_secret, copied here so that the checked fast
+                   paths read it %fs-relative, next to `id` */
   /* Cold: slabs owned by this heap other than the current ones. */
   struct hak_tiny_slab *partial[HAK_TINY_CLASSES]; /* with free blocks */
   struct hak_tiny_slab *full[HAK_TINY_CLASSES];    /* without */
@@ -90,37 +96,57 @@ hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s);
 /* A freed block's link was overwritten: report and abort. */
 HAK_INTERNAL __attribute__((noreturn)) void hak_tiny_corrupt(const void *p);
 
-/* Per-process secret mixed into the freed-block marker and list links. */
+/* Per-process secret the checked builds encode free-list links with and
+ * mark freed blocks with.  Its top bit is set, so it is never a pointer. */
 extern uint64_t hak_tiny_secret;
 
-static inline unsigned hak_tiny_class(size_t n) { return (unsigned)((n - 1) >> 4); }
-static inline size_t hak_tiny_class_size(unsigned cls) { return ((size_t)cls + 1) << 4; }
-
-/* The marker a freed block carries in its second word (checked builds):
- * a free that finds it there is a double free. */
-static inline uint64_t hak_tiny_freed_mark(const void *p) {
-  return hak_tiny_secret ^ (uintptr_t)p;
+static inline unsigned hak_tiny_class(size_t n) {
+  return (unsigned)((n - 1) >> 4);
+}
+static inline size_t hak_tiny_class_size(unsigned cls) {
+  return ((size_t)cls + 1) << 4;
 }
 
-/* Free-list links.  Checked builds store them encoded with the secret and
- * the block's own address, so a heap overflow that overwrites a freed block
- * cannot plant a pointer of its choosing; every list holds blocks of one
- * slab only, so a decoded link that leaves the slab is corruption. */
-static inline void hak_tiny_set_next(void *p, void *next) {
+/* Free-list links.  Checked builds store a link as next ^ p ^ key (key: the
+ * secret), so a heap overflow into a freed block cannot plant a pointer of
+ * its choosing.  Every list holds blocks of one slab only, so a link is NULL
+ * or a block of p's own 64 KiB slab: word ^ key is `next ^ p`, below 2^16,
+ * or p itself for NULL; anything else was overwritten. */
+static inline void hak_tiny_link_set(void *p, void *next, uint64_t key) {
   uintptr_t v = (uintptr_t)next;
   if (HAK_GATE_ENCODE_LINKS)
-    v ^= hak_tiny_secret ^ (uintptr_t)p;
+    v ^= key ^ (uintptr_t)p;
   *(uintptr_t *)p = v;
 }
 
-static inline void *hak_tiny_next(const void *p) {
+static inline void *hak_tiny_link_get(const void *p, uint64_t key) {
   uintptr_t v = *(const uintptr_t *)p;
-  if (HAK_GATE_ENCODE_LINKS) {
-    v ^= hak_tiny_secret ^ (uintptr_t)p;
-    if (HAK_UNLIKELY(v && ((v ^ (uintptr_t)p) >> HAK_TINY_SLAB_SHIFT)))
-      hak_tiny_corrupt(p);
-  }
-  return (void *)v;
+  if (!HAK_GATE_ENCODE_LINKS)
+    return (void *)v;
+  uintptr_t t = v ^ key; /* next ^ p */
+  if (HAK_UNLIKELY((t >> HAK_TINY_SLAB_SHIFT) && t != (uintptr_t)p))
+    hak_tiny_corrupt(p);
+  return (void *)(t ^ (uintptr_t)p);
+}
+
+/* The freed-block marker (checked builds): a freed block's second word holds
+ * the key, and malloc clears it.  A free that finds it is a double free; a
+ * program cannot store it by accident, as it does not know it. */
+static inline void hak_tiny_mark_freed(void *p, uint64_t key) {
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
+    ((uint64_t *)p)[1] = key;
+}
+static inline void hak_tiny_mark_live(void *p) {
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
+    ((uint64_t *)p)[1] = 0;
+}
+
+/* The same, with the process-wide secret, for the slow paths. */
+static inline void hak_tiny_set_next(void *p, void *next) {
+  hak_tiny_link_set(p, next, hak_tiny_secret);
+}
+static inline void *hak_tiny_next(const void *p) {
+  return hak_tiny_link_get(p, hak_tiny_secret);
 }
 
 /* malloc of 1 <= n <= HAK_TINY_MAX bytes.  The bin is named through the TLS
@@ -131,9 +157,8 @@ static inline void *hak_tiny_malloc(size_t n) {
   void *p = hak_tiny_heap.bins[cls].free;
   if (HAK_UNLIKELY(p == NULL))
     return hak_tiny_refill(cls);
-  hak_tiny_heap.bins[cls].free = hak_tiny_next(p);
-  if (HAK_GATE_CHECK_DOUBLE_FREE)
-    ((uint64_t *)p)[1] = 0; /* clear the freed marker */
+  hak_tiny_heap.bins[cls].free = hak_tiny_link_get(p, hak_tiny_heap.key);
+  hak_tiny_mark_live(p);
   HAK_STAT_PATH(TINY_MALLOC, 1);
   HAK_STAT_CLASS_MALLOC(cls);
   return p;
@@ -146,7 +171,9 @@ static inline struct hak_tiny_slab *hak_tiny_slab_of(const void *p) {
   uintptr_t scaled = ((uintptr_t)p >> (HAK_TINY_SLAB_SHIFT - 6)) &
                      ((uintptr_t)(HAK_TINY_SLABS - 1) << 6);
   _Static_assert(sizeof(struct hak_tiny_slab) == 64, "slab entry is one line");
-  return (struct hak_tiny_slab *)(ss + offsetof(struct hak_tiny_superslab, slabs) + scaled);
+  return (struct hak_tiny_slab *)(ss +
+                                  offsetof(struct hak_tiny_superslab, slabs) +
+                                  scaled);
 }
 
 /* Whether p is the start of a carved block of slab s (checked builds). */
@@ -159,24 +186,36 @@ static inline bool hak_tiny_is_block_start(const struct hak_tiny_slab *s,
          idx < __atomic_load_n(&s->carved, __ATOMIC_RELAXED);
 }
 
-/* free of a block in a tiny region. */
+/* Whether freeing p into slab s is misuse (checked builds): a double free,
+ * or a pointer that is not a block this slab handed out (interior, slab 0,
+ * a free slab).  The marker is read 8-byte aligned: p may be any misused
+ * pointer, even the last byte of a superslab, and for a block start the
+ * alignment changes nothing. */
+static inline bool hak_tiny_bad_free_of(const struct hak_tiny_slab *s,
+                                        const void *p, uint64_t key) {
+  bool bad = false;
+  if (HAK_GATE_CHECK_DOUBLE_FREE)
+    bad |= ((const uint64_t *)((uintptr_t)p & ~(uintptr_t)15))[1] == key;
+  if (HAK_GATE_CHECK_BLOCK_START)
+    bad |= !hak_tiny_is_block_start(s, p);
+  return bad;
+}
+
+/* free of a block in a tiny region.  The owner test comes first: it holds
+ * only for the current slab of one of this thread's bins, so that the rest
+ * reads a valid class and the heap's key is set. */
 static inline void hak_tiny_free(void *p) {
   struct hak_tiny_slab *s = hak_tiny_slab_of(p);
-  /* A double free finds its own marker; a pointer into the middle of a
-   * block, into slab 0 or into a free slab fails the block-start test. */
-  if (HAK_UNLIKELY((HAK_GATE_CHECK_DOUBLE_FREE &&
-                    ((uint64_t *)p)[1] == hak_tiny_freed_mark(p)) ||
-                   (HAK_GATE_CHECK_BLOCK_START && !hak_tiny_is_block_start(s, p))))
-    hak_tiny_bad_free(p, s);
   unsigned cls = s->cls;
-  if (HAK_UNLIKELY(__atomic_load_n(&s->owner, __ATOMIC_RELAXED) != hak_tiny_heap.id ||
-                   hak_tiny_heap.bins[cls].cur != s)) {
+  if (HAK_UNLIKELY(__atomic_load_n(&s->owner, __ATOMIC_RELAXED) !=
+                   hak_tiny_heap.id)) {
     hak_tiny_free_slow(p, s);
     return;
   }
-  hak_tiny_set_next(p, hak_tiny_heap.bins[cls].free);
-  if (HAK_GATE_CHECK_DOUBLE_FREE)
-    ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
+  if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, hak_tiny_heap.key)))
+    hak_tiny_bad_free(p, s);
+  hak_tiny_link_set(p, hak_tiny_heap.bins[cls].free, hak_tiny_heap.key);
+  hak_tiny_mark_freed(p, hak_tiny_heap.key);
   hak_tiny_heap.bins[cls].free = p;
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
   HAK_STAT_CLASS_FREE(cls);

@@ -40,6 +40,7 @@ static void make_exit_key(void) {
   x ^= x >> 31;
   x *= 0xbf58476d1ce4e5b9ull;
   hak_tiny_secret ^= x ^ (x >> 29);
+  hak_tiny_secret |= (uint64_t)1 << 63; /* see hak_tiny_link_get */
 }
 
 void hak_tiny_init(void) { pthread_once(&exit_key_once, make_exit_key); }
@@ -47,6 +48,7 @@ void hak_tiny_init(void) { pthread_once(&exit_key_once, make_exit_key); }
 static HAK_COLD void heap_init(struct hak_tiny_heap *h) {
   hak_tiny_init();
   h->id = __atomic_fetch_add(&next_heap_id, 1, __ATOMIC_RELAXED);
+  h->key = hak_tiny_secret;
   h->exited = 0;
   /* Last: pthread_setspecific may allocate, and that allocation must find
    * the heap ready. */
@@ -93,14 +95,15 @@ static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
   hak_tiny_set_next(p, NULL);
   __atomic_store_n(&s->carved, s->carved + n, __ATOMIC_RELAXED);
   b->free = hak_tiny_next(first);
-  if (HAK_GATE_CHECK_DOUBLE_FREE) /* reused memory may hold an old freed marker */
-    ((uint64_t *)first)[1] = 0;
+  hak_tiny_mark_live(first); /* reused memory may hold an old marker */
   return first;
 }
 
 /* Makes s the current slab of its class, taking its free list. */
-static void make_current(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
+static void make_current(struct hak_tiny_heap *h, struct hak_tiny_bin *b,
+                         struct hak_tiny_slab *s) {
   s->state = SLAB_CURRENT;
+  __atomic_store_n(&s->owner, h->id, __ATOMIC_RELAXED);
   b->cur = s;
   b->free = s->free;
   s->free = NULL;
@@ -111,6 +114,7 @@ static void make_current(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
 static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
   struct hak_tiny_slab *s = h->bins[cls].cur;
   h->bins[cls].cur = NULL;
+  __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE, __ATOMIC_RELAXED);
   s->used = s->carved;
   s->state = SLAB_FULL;
   slab_list_push(&h->full[cls], s);
@@ -122,7 +126,8 @@ static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
 static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   if (!tiny_slab_collect(s))
     return false;
-  struct hak_tiny_slab **from = s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls];
+  struct hak_tiny_slab **from =
+      s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls];
   if (s->used == 0) {
     slab_list_remove(from, s);
     tiny_slab_release(s);
@@ -139,8 +144,7 @@ static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
 static inline void *pop(struct hak_tiny_bin *b) {
   void *p = b->free;
   b->free = hak_tiny_next(p);
-  if (HAK_GATE_CHECK_DOUBLE_FREE)
-    ((uint64_t *)p)[1] = 0;
+  hak_tiny_mark_live(p);
   return p;
 }
 
@@ -170,7 +174,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   if (h->partial[cls]) {
     s = h->partial[cls];
     slab_list_remove(&h->partial[cls], s);
-    make_current(b, s);
+    make_current(h, b, s);
     return pop(b);
   }
   /* 4. Full slabs that other threads have freed into (a bounded look, so a
@@ -184,7 +188,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   if (h->partial[cls]) {
     s = h->partial[cls];
     slab_list_remove(&h->partial[cls], s);
-    make_current(b, s);
+    make_current(h, b, s);
     return pop(b);
   }
   /* 5. A slab left behind by a thread that ended. */
@@ -193,7 +197,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
     s = tiny_slab_new(cls, h->id); /* 6. A new slab. */
   if (!s)
     return NULL; /* errno is ENOMEM, from libhak-os */
-  make_current(b, s);
+  make_current(h, b, s);
   if (b->free)
     return pop(b);
   return carve(b, s);
@@ -204,9 +208,10 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
 HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   struct hak_tiny_heap *h = &hak_tiny_heap;
   uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
-  if (HAK_GATE_CHECK_DOUBLE_FREE)
-    ((uint64_t *)p)[1] = hak_tiny_freed_mark(p);
-  if (owner != h->id) {
+  if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, hak_tiny_secret)))
+    hak_tiny_bad_free(p, s);
+  hak_tiny_mark_freed(p, hak_tiny_secret);
+  if ((owner & ~HAK_TINY_OWNER_IDLE) != h->id) {
     /* Remote: push onto the slab's list.  Only its owner takes from it, and
      * it takes the whole list at once, so a plain CAS push has no ABA. */
     void *head = __atomic_load_n(&s->remote, __ATOMIC_RELAXED);
@@ -230,7 +235,8 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   hak_tiny_set_next(p, s->free);
   s->free = p;
   if (--s->used == 0) {
-    slab_list_remove(s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls], s);
+    slab_list_remove(
+        s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls], s);
     tiny_slab_release(s);
     return;
   }
@@ -245,7 +251,8 @@ HAK_COLD void hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s) {
   char msg[160];
   const char *what;
   uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
-  if (owner == HAK_TINY_OWNER_NONE || __atomic_load_n(&s->carved, __ATOMIC_RELAXED) == 0)
+  if (owner == HAK_TINY_OWNER_NONE ||
+      __atomic_load_n(&s->carved, __ATOMIC_RELAXED) == 0)
     what = "invalid pointer (not a block hakmem handed out)";
   else if (!hak_tiny_is_block_start(s, p))
     what = "invalid pointer (not the start of a block)";
@@ -260,7 +267,8 @@ HAK_COLD void hak_tiny_corrupt(const void *p) {
   char msg[160];
   int n = snprintf(msg, sizeof msg,
                    "hakmem: malloc(): corrupted free list (a freed block was "
-                   "overwritten): %p\n", p);
+                   "overwritten): %p\n",
+                   p);
   hak_os_write_stderr(msg, n > 0 ? (size_t)n : 0);
   hak_os_abort();
 }

@@ -74,7 +74,7 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
       for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
         ss->slabs[i].owner = HAK_TINY_OWNER_NONE;
     }
-    ss->region.kind = HAK_REGION_TINY;
+    hak_os_set_kind(ss, HAK_REGION_TINY);
     ss->region.size = HAK_SUPERSLAB_SIZE;
     ss->free_slabs = ALL_SLABS;
     ss->dirty_slabs = 0;

@@ -883,12 +883,13 @@ static void test_configure_clamps(void **state) {
   for (unsigned i = 0; i < kept; i++) {
     void *p = hak_os_superslab_alloc(&zeroed);
     assert_true(hak_os_is_region(p));
-    ((struct hak_region *)p)->kind = HAK_REGION_MID;
+    assert_int_equal(hak_os_kind_of(p), HAK_REGION_CACHED);
+    hak_os_set_kind(p, HAK_REGION_MID);
   }
   assert_cache(0, 0, 0, 0);
   for (int i = 0; i < N; i++)
     if (hak_os_is_region(ss[i])) {
-      assert_int_equal(((struct hak_region *)ss[i])->kind, HAK_REGION_MID);
+      assert_int_equal(hak_os_kind_of(ss[i]), HAK_REGION_MID);
       hak_os_superslab_free(ss[i]);
     }
 }
