@@ -47,9 +47,8 @@ struct hak_tiny_slab {
   void *free;         /* local free list while the slab is not current */
   void *remote;       /* frees from other threads (atomic push, swap-all) */
   uint32_t used;      /* blocks out of the slab: live, or in remote list */
-  uint32_t carved;    /* blocks carved so far from the slab's start */
-  uint32_t capacity;  /* blocks that fit */
-  uint32_t div_magic; /* ceil(2^32 / block_size): offset -> index */
+  uint32_t carved;    /* bytes carved so far from the slab's start */
+  uint64_t div_check; /* floor((2^64 - 1) / block_size) + 1 (see below) */
   struct hak_tiny_slab *next, *prev; /* in a heap's or the abandoned list */
 } __attribute__((aligned(64)));
 
@@ -63,17 +62,15 @@ struct hak_tiny_superslab {
   struct hak_tiny_slab slabs[HAK_TINY_SLABS] __attribute__((aligned(64)));
 };
 
-struct hak_tiny_bin {
-  void *free;                /* blocks ready to hand out, all from `cur` */
-  struct hak_tiny_slab *cur; /* the slab this class allocates from */
-};
-
+/* A heap's hot part is the first 9 cache lines: one list head per class,
+ * then the two words every free reads. */
 struct hak_tiny_heap {
-  struct hak_tiny_bin bins[HAK_TINY_CLASSES]; /* hot: 1 KiB */
-  uint64_t id;                                /* 0 until set up */
+  void *free[HAK_TINY_CLASSES]; /* blocks to hand out, all from cur[cls] */
+  uint64_t id;                  /* 0 until set up */
   uint64_t key; /* hak_tiny_secret, copied here so that the checked fast
                    paths read it %fs-relative, next to `id` */
-  /* Cold: slabs owned by this heap other than the current ones. */
+  /* Cold: the slab each class allocates from, and the other slabs. */
+  struct hak_tiny_slab *cur[HAK_TINY_CLASSES];
   struct hak_tiny_slab *partial[HAK_TINY_CLASSES]; /* with free blocks */
   struct hak_tiny_slab *full[HAK_TINY_CLASSES];    /* without */
   int exited;
@@ -149,15 +146,15 @@ static inline void *hak_tiny_next(const void *p) {
   return hak_tiny_link_get(p, hak_tiny_secret);
 }
 
-/* malloc of 1 <= n <= HAK_TINY_MAX bytes.  The bin is named through the TLS
- * variable each time rather than through a pointer, so the compiler
+/* malloc of 1 <= n <= HAK_TINY_MAX bytes.  The list head is named through
+ * the TLS variable each time rather than through a pointer, so the compiler
  * addresses it %fs-relative instead of materialising the thread pointer. */
 static inline void *hak_tiny_malloc(size_t n) {
-  unsigned cls = hak_tiny_class(n);
-  void *p = hak_tiny_heap.bins[cls].free;
+  size_t cls = hak_tiny_class(n); /* size_t: no zero-extension to index */
+  void *p = hak_tiny_heap.free[cls];
   if (HAK_UNLIKELY(p == NULL))
-    return hak_tiny_refill(cls);
-  hak_tiny_heap.bins[cls].free = hak_tiny_link_get(p, hak_tiny_heap.key);
+    return hak_tiny_refill((unsigned)cls);
+  hak_tiny_heap.free[cls] = hak_tiny_link_get(p, hak_tiny_heap.key);
   hak_tiny_mark_live(p);
   HAK_STAT_PATH(TINY_MALLOC, 1);
   HAK_STAT_CLASS_MALLOC(cls);
@@ -176,14 +173,16 @@ static inline struct hak_tiny_slab *hak_tiny_slab_of(const void *p) {
                                   scaled);
 }
 
-/* Whether p is the start of a carved block of slab s (checked builds). */
+/* Whether p is the start of a carved block of slab s (checked builds).  An
+ * offset below 2^32 is a multiple of the block size d exactly when
+ * off * c < c (mod 2^64), c = floor((2^64 - 1) / d) + 1 (Lemire, Kaser and
+ * Kurz, "Faster remainder by direct computation"): one multiply. */
 static inline bool hak_tiny_is_block_start(const struct hak_tiny_slab *s,
                                            const void *p) {
-  uint32_t off = (uint32_t)((uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1));
-  uint32_t idx = (uint32_t)(((uint64_t)off * s->div_magic) >> 32);
+  uint64_t off = (uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1);
   /* carved grows under the owner while any thread may free: relaxed. */
-  return idx * s->block_size == off &&
-         idx < __atomic_load_n(&s->carved, __ATOMIC_RELAXED);
+  return off * s->div_check < s->div_check &&
+         off < __atomic_load_n(&s->carved, __ATOMIC_RELAXED);
 }
 
 /* Whether freeing p into slab s is misuse (checked builds): a double free,
@@ -202,7 +201,7 @@ static inline bool hak_tiny_bad_free_of(const struct hak_tiny_slab *s,
 }
 
 /* free of a block in a tiny region.  The owner test comes first: it holds
- * only for the current slab of one of this thread's bins, so that the rest
+ * only for the current slab of one of this thread's classes, so the rest
  * reads a valid class and the heap's key is set. */
 static inline void hak_tiny_free(void *p) {
   struct hak_tiny_slab *s = hak_tiny_slab_of(p);
@@ -212,11 +211,12 @@ static inline void hak_tiny_free(void *p) {
     hak_tiny_free_slow(p, s);
     return;
   }
-  if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, hak_tiny_heap.key)))
+  uint64_t key = hak_tiny_heap.key; /* once: the stores below may alias */
+  if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
     hak_tiny_bad_free(p, s);
-  hak_tiny_link_set(p, hak_tiny_heap.bins[cls].free, hak_tiny_heap.key);
-  hak_tiny_mark_freed(p, hak_tiny_heap.key);
-  hak_tiny_heap.bins[cls].free = p;
+  hak_tiny_link_set(p, hak_tiny_heap.free[cls], key);
+  hak_tiny_mark_freed(p, key);
+  hak_tiny_heap.free[cls] = p;
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
   HAK_STAT_CLASS_FREE(cls);
 }

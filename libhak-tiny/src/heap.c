@@ -83,39 +83,39 @@ unsigned tiny_slab_collect(struct hak_tiny_slab *s) {
 
 /* Carves the next run of blocks of the current slab onto the bin: about
  * a page at a time, so pages are touched only as the class grows. */
-static void *carve(struct hak_tiny_bin *b, struct hak_tiny_slab *s) {
+static void *carve(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   uint32_t bs = s->block_size;
   uint32_t n = (4096 + bs - 1) / bs;
-  if (n > s->capacity - s->carved)
-    n = s->capacity - s->carved;
-  char *first = tiny_slab_start(s) + (size_t)s->carved * bs;
+  uint32_t left = (uint32_t)(HAK_TINY_SLAB_SIZE - s->carved) / bs;
+  if (n > left)
+    n = left;
+  char *first = tiny_slab_start(s) + s->carved;
   char *p = first;
   for (uint32_t i = 1; i < n; i++, p += bs)
     hak_tiny_set_next(p, p + bs);
   hak_tiny_set_next(p, NULL);
-  __atomic_store_n(&s->carved, s->carved + n, __ATOMIC_RELAXED);
-  b->free = hak_tiny_next(first);
+  __atomic_store_n(&s->carved, s->carved + n * bs, __ATOMIC_RELAXED);
+  h->free[s->cls] = hak_tiny_next(first);
   hak_tiny_mark_live(first); /* reused memory may hold an old marker */
   return first;
 }
 
 /* Makes s the current slab of its class, taking its free list. */
-static void make_current(struct hak_tiny_heap *h, struct hak_tiny_bin *b,
-                         struct hak_tiny_slab *s) {
+static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   s->state = SLAB_CURRENT;
   __atomic_store_n(&s->owner, h->id, __ATOMIC_RELAXED);
-  b->cur = s;
-  b->free = s->free;
+  h->cur[s->cls] = s;
+  h->free[s->cls] = s->free;
   s->free = NULL;
 }
 
 /* The current slab has nothing left: it becomes full (its blocks are all
  * out).  Called with the bin list empty. */
 static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
-  struct hak_tiny_slab *s = h->bins[cls].cur;
-  h->bins[cls].cur = NULL;
+  struct hak_tiny_slab *s = h->cur[cls];
+  h->cur[cls] = NULL;
   __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE, __ATOMIC_RELAXED);
-  s->used = s->carved;
+  s->used = tiny_slab_carved_blocks(s);
   s->state = SLAB_FULL;
   slab_list_push(&h->full[cls], s);
 }
@@ -141,9 +141,9 @@ static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   return false;
 }
 
-static inline void *pop(struct hak_tiny_bin *b) {
-  void *p = b->free;
-  b->free = hak_tiny_next(p);
+static inline void *pop(struct hak_tiny_heap *h, unsigned cls) {
+  void *p = h->free[cls];
+  h->free[cls] = hak_tiny_next(p);
   hak_tiny_mark_live(p);
   return p;
 }
@@ -152,30 +152,29 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   struct hak_tiny_heap *h = &hak_tiny_heap;
   if (HAK_UNLIKELY(h->id == 0))
     heap_init(h);
-  struct hak_tiny_bin *b = &h->bins[cls];
   HAK_STAT_PATH(TINY_REFILL, 1);
   HAK_STAT_PATH(TINY_MALLOC, 1);
   HAK_STAT_CLASS_MALLOC(cls);
 
-  struct hak_tiny_slab *s = b->cur;
+  struct hak_tiny_slab *s = h->cur[cls];
   if (s) {
     /* 1. Blocks other threads gave back to the current slab. */
     void *list;
     if (tiny_collect_remote(s, &list)) {
-      b->free = list;
-      return pop(b);
+      h->free[cls] = list;
+      return pop(h, cls);
     }
     /* 2. Blocks not carved yet. */
-    if (s->carved < s->capacity)
-      return carve(b, s);
+    if (tiny_slab_can_carve(s))
+      return carve(h, s);
     retire_current(h, cls);
   }
   /* 3. A slab of ours with free blocks. */
   if (h->partial[cls]) {
     s = h->partial[cls];
     slab_list_remove(&h->partial[cls], s);
-    make_current(h, b, s);
-    return pop(b);
+    make_current(h, s);
+    return pop(h, cls);
   }
   /* 4. Full slabs that other threads have freed into (a bounded look, so a
    *    large heap does not scan all of them on every refill). */
@@ -188,8 +187,8 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   if (h->partial[cls]) {
     s = h->partial[cls];
     slab_list_remove(&h->partial[cls], s);
-    make_current(h, b, s);
-    return pop(b);
+    make_current(h, s);
+    return pop(h, cls);
   }
   /* 5. A slab left behind by a thread that ended. */
   s = tiny_slab_adopt(cls, h->id);
@@ -197,10 +196,10 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
     s = tiny_slab_new(cls, h->id); /* 6. A new slab. */
   if (!s)
     return NULL; /* errno is ENOMEM, from libhak-os */
-  make_current(h, b, s);
-  if (b->free)
-    return pop(b);
-  return carve(b, s);
+  make_current(h, s);
+  if (h->free[cls])
+    return pop(h, cls);
+  return carve(h, s);
 }
 
 /* A free that is not a push onto the current slab's bin: the slab is ours
@@ -226,9 +225,8 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
   HAK_STAT_CLASS_FREE(s->cls);
   if (s->state == SLAB_CURRENT) { /* current in its bin: cannot happen */
-    struct hak_tiny_bin *b = &h->bins[s->cls];
-    hak_tiny_set_next(p, b->free);
-    b->free = p;
+    hak_tiny_set_next(p, h->free[s->cls]);
+    h->free[s->cls] = p;
     return;
   }
   /* One of our non-current slabs. */
@@ -293,23 +291,22 @@ void hak_tiny_thread_exit(void) {
   if (h->id == 0)
     return;
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
-    struct hak_tiny_bin *b = &h->bins[cls];
-    if (b->cur) {
+    if (h->cur[cls]) {
       /* The bin's blocks go back to the slab's own list. */
-      struct hak_tiny_slab *s = b->cur;
+      struct hak_tiny_slab *s = h->cur[cls];
       unsigned n = 0;
       void *last = NULL;
-      for (void *q = b->free; q; q = hak_tiny_next(q)) {
+      for (void *q = h->free[cls]; q; q = hak_tiny_next(q)) {
         n++;
         last = q;
       }
       if (last) {
         hak_tiny_set_next(last, s->free);
-        s->free = b->free;
+        s->free = h->free[cls];
       }
-      s->used = s->carved - n;
-      b->cur = NULL;
-      b->free = NULL;
+      s->used = tiny_slab_carved_blocks(s) - n;
+      h->cur[cls] = NULL;
+      h->free[cls] = NULL;
       hand_over(s);
     }
     while (h->partial[cls]) {

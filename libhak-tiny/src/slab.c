@@ -105,8 +105,7 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
   __atomic_store_n(&s->remote, NULL, __ATOMIC_RELAXED);
   s->used = 0;
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
-  s->capacity = (uint32_t)(HAK_TINY_SLAB_SIZE / bs);
-  s->div_magic = (uint32_t)((((uint64_t)1 << 32) + bs - 1) / bs);
+  s->div_check = UINT64_MAX / bs + 1;
   s->next = s->prev = NULL;
   __atomic_store_n(&s->owner, owner, __ATOMIC_RELEASE);
   HAK_STAT_PATH(TINY_SLAB_NEW, 1);
@@ -180,7 +179,7 @@ struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
       note_abandoned(cls);
       abandoned_count--;
       tiny_slab_release(s);
-    } else if (s->free || s->carved < s->capacity) {
+    } else if (s->free || tiny_slab_can_carve(s)) {
       slab_list_remove(&abandoned[cls], s);
       note_abandoned(cls);
       abandoned_count--;

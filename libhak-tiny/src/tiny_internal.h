@@ -5,11 +5,11 @@
 #include "hak_tiny.h"
 
 enum slab_state {
-  SLAB_FREE = 0,   /* in its superslab, not carved */
-  SLAB_CURRENT,    /* a heap allocates from it (bins[cls].cur) */
-  SLAB_PARTIAL,    /* owned, not current, has blocks on its free list */
-  SLAB_FULL,       /* owned, not current, free list empty */
-  SLAB_ABANDONED,  /* its heap's thread exited; waiting for adoption */
+  SLAB_FREE = 0,  /* in its superslab, not carved */
+  SLAB_CURRENT,   /* a heap allocates from it (bins[cls].cur) */
+  SLAB_PARTIAL,   /* owned, not current, has blocks on its free list */
+  SLAB_FULL,      /* owned, not current, free list empty */
+  SLAB_ABANDONED, /* its heap's thread exited; waiting for adoption */
 };
 
 /* slab.c: slabs from superslabs, and the abandoned lists. */
@@ -18,6 +18,13 @@ void tiny_slab_release(struct hak_tiny_slab *s);
 void tiny_slab_abandon(struct hak_tiny_slab *s);
 struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner);
 char *tiny_slab_start(const struct hak_tiny_slab *s);
+
+static inline uint32_t tiny_slab_carved_blocks(const struct hak_tiny_slab *s) {
+  return s->carved / s->block_size;
+}
+static inline bool tiny_slab_can_carve(const struct hak_tiny_slab *s) {
+  return s->carved + s->block_size <= HAK_TINY_SLAB_SIZE;
+}
 
 /* heap.c */
 /* Takes the slab's remote list whole; returns how many blocks it held. */
