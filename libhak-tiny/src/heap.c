@@ -81,11 +81,14 @@ unsigned tiny_slab_collect(struct hak_tiny_slab *s) {
   return n;
 }
 
-/* Carves the next run of blocks of the current slab onto the bin: about
- * a page at a time, so pages are touched only as the class grows. */
+/* Carves the next run of blocks of the current slab onto the class's list:
+ * the blocks that start in the page holding the next uncarved byte.  Only a
+ * block's first word is written (its link), so a carve touches one page,
+ * and a class's pages become resident only as it grows. */
 static void *carve(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   uint32_t bs = s->block_size;
-  uint32_t n = (4096 + bs - 1) / bs;
+  uint32_t page_end = (s->carved | (uint32_t)(HAK_PAGE_SIZE - 1)) + 1;
+  uint32_t n = (page_end - s->carved + bs - 1) / bs;
   uint32_t left = (uint32_t)(HAK_TINY_SLAB_SIZE - s->carved) / bs;
   if (n > left)
     n = left;
