@@ -34,9 +34,13 @@
 #define HAK_TINY_OWNER_NONE UINT64_MAX /* slab free in its superslab */
 #define HAK_TINY_OWNER_ABANDONED (UINT64_MAX - 1) /* its thread exited */
 /* Or-ed into a heap's id while the slab is owned but not the current slab of
- * its class: `owner == id` alone then tells a free that the block can go
- * onto the bin's list (owners NONE and ABANDONED have the bit too). */
+ * its class (owners NONE and ABANDONED have both bits too).  A free by the
+ * owner takes the fast path while owner & ~IDLE == id: into the class's
+ * list if the slab is current, onto the slab's own list if it is idle.  A
+ * full slab (FULL) takes the slow path, which moves it to the partial list
+ * so that refill finds it. */
 #define HAK_TINY_OWNER_IDLE ((uint64_t)1 << 62)
+#define HAK_TINY_OWNER_FULL ((uint64_t)1 << 61)
 
 /* Per-slab metadata: one cache line, in the superslab header. */
 struct hak_tiny_slab {
@@ -87,6 +91,7 @@ HAK_INTERNAL void hak_tiny_init(void);
 /* Out-of-line paths. */
 HAK_INTERNAL void *hak_tiny_refill(unsigned cls);
 HAK_INTERNAL void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s);
+HAK_INTERNAL void hak_tiny_slab_emptied(struct hak_tiny_slab *s);
 HAK_INTERNAL __attribute__((noreturn)) void
 hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s);
 
@@ -200,25 +205,40 @@ static inline bool hak_tiny_bad_free_of(const struct hak_tiny_slab *s,
   return bad;
 }
 
-/* free of a block in a tiny region.  The owner test comes first: it holds
- * only for the current slab of one of this thread's classes, so the rest
- * reads a valid class and the heap's key is set. */
+/* free of a block in a tiny region.  The owner word alone routes it:
+ *  - the heap's id: the slab is this thread's current slab of its class,
+ *    the block goes onto the class's list;
+ *  - id | IDLE: one of its partial slabs, the block goes onto the slab's own
+ *    list (inline too: at large working sets this is as common);
+ *  - anything else (another thread, full, abandoned, free): the slow path.
+ * Either way the owner test comes first, so the checks read a valid class
+ * and the heap's key is set. */
 static inline void hak_tiny_free(void *p) {
   struct hak_tiny_slab *s = hak_tiny_slab_of(p);
-  unsigned cls = s->cls;
-  if (HAK_UNLIKELY(__atomic_load_n(&s->owner, __ATOMIC_RELAXED) !=
-                   hak_tiny_heap.id)) {
+  uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
+  uint64_t id = hak_tiny_heap.id;
+  uint64_t key = hak_tiny_heap.key; /* once: the stores below may alias */
+  if (HAK_LIKELY(owner == id)) {
+    unsigned cls = s->cls;
+    if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
+      hak_tiny_bad_free(p, s);
+    hak_tiny_mark_freed(p, key);
+    hak_tiny_link_set(p, hak_tiny_heap.free[cls], key);
+    hak_tiny_heap.free[cls] = p;
+  } else if (owner == (id | HAK_TINY_OWNER_IDLE)) {
+    if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
+      hak_tiny_bad_free(p, s);
+    hak_tiny_mark_freed(p, key);
+    hak_tiny_link_set(p, s->free, key);
+    s->free = p;
+    if (HAK_UNLIKELY(--s->used == 0))
+      hak_tiny_slab_emptied(s);
+  } else {
     hak_tiny_free_slow(p, s);
     return;
   }
-  uint64_t key = hak_tiny_heap.key; /* once: the stores below may alias */
-  if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
-    hak_tiny_bad_free(p, s);
-  hak_tiny_link_set(p, hak_tiny_heap.free[cls], key);
-  hak_tiny_mark_freed(p, key);
-  hak_tiny_heap.free[cls] = p;
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
-  HAK_STAT_CLASS_FREE(cls);
+  HAK_STAT_CLASS_FREE(s->cls);
 }
 
 HAK_INTERNAL size_t hak_tiny_usable_size(const void *p);

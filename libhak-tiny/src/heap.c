@@ -112,12 +112,20 @@ static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   s->free = NULL;
 }
 
+/* An idle slab gained a free block: refill may take it. */
+static void make_partial(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
+  s->state = SLAB_PARTIAL;
+  __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE, __ATOMIC_RELAXED);
+  slab_list_push(&h->partial[s->cls], s);
+}
+
 /* The current slab has nothing left: it becomes full (its blocks are all
  * out).  Called with the bin list empty. */
 static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
   struct hak_tiny_slab *s = h->cur[cls];
   h->cur[cls] = NULL;
-  __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE | HAK_TINY_OWNER_FULL,
+                   __ATOMIC_RELAXED);
   s->used = tiny_slab_carved_blocks(s);
   s->state = SLAB_FULL;
   slab_list_push(&h->full[cls], s);
@@ -138,8 +146,7 @@ static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   }
   if (s->state == SLAB_FULL) {
     slab_list_remove(from, s);
-    s->state = SLAB_PARTIAL;
-    slab_list_push(&h->partial[s->cls], s);
+    make_partial(h, s);
   }
   return false;
 }
@@ -205,15 +212,15 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   return carve(h, s);
 }
 
-/* A free that is not a push onto the current slab's bin: the slab is ours
- * but not current, or another thread's (or abandoned). */
+/* A free the fast path does not take: into another thread's slab (or an
+ * abandoned one), or the first free into one of our full slabs. */
 HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   struct hak_tiny_heap *h = &hak_tiny_heap;
   uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
   if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, hak_tiny_secret)))
     hak_tiny_bad_free(p, s);
   hak_tiny_mark_freed(p, hak_tiny_secret);
-  if ((owner & ~HAK_TINY_OWNER_IDLE) != h->id) {
+  if ((owner & ~(HAK_TINY_OWNER_IDLE | HAK_TINY_OWNER_FULL)) != h->id) {
     /* Remote: push onto the slab's list.  Only its owner takes from it, and
      * it takes the whole list at once, so a plain CAS push has no ABA. */
     void *head = __atomic_load_n(&s->remote, __ATOMIC_RELAXED);
@@ -227,25 +234,22 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   }
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
   HAK_STAT_CLASS_FREE(s->cls);
-  if (s->state == SLAB_CURRENT) { /* current in its bin: cannot happen */
-    hak_tiny_set_next(p, h->free[s->cls]);
-    h->free[s->cls] = p;
-    return;
-  }
-  /* One of our non-current slabs. */
+  /* One of our full slabs: it has a block to give now. */
   hak_tiny_set_next(p, s->free);
   s->free = p;
+  slab_list_remove(&h->full[s->cls], s);
   if (--s->used == 0) {
-    slab_list_remove(
-        s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls], s);
     tiny_slab_release(s);
     return;
   }
-  if (s->state == SLAB_FULL) {
-    slab_list_remove(&h->full[s->cls], s);
-    s->state = SLAB_PARTIAL;
-    slab_list_push(&h->partial[s->cls], s);
-  }
+  make_partial(h, s);
+}
+
+/* The fast free left an idle (partial) slab with no block out. */
+HAK_COLD void hak_tiny_slab_emptied(struct hak_tiny_slab *s) {
+  struct hak_tiny_heap *h = &hak_tiny_heap;
+  slab_list_remove(&h->partial[s->cls], s);
+  tiny_slab_release(s);
 }
 
 HAK_COLD void hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s) {
