@@ -166,6 +166,38 @@ static void test_double_free_tiny_remote(void **state) {
   hak_free(p);
 }
 
+/* Double frees into slabs that are not current: the first free into a full
+ * slab (slow path) and a free into a partial one (inline). */
+static char *idle_blocks[300]; /* 512 B: the first two slabs fill up */
+
+static void free_in_full_then_partial_twice(void *arg) {
+  (void)arg;
+  hak_free(idle_blocks[0]); /* full -> partial */
+  hak_free(idle_blocks[1]); /* partial: inline */
+  hak_free(idle_blocks[1]);
+}
+
+static void free_in_full_twice(void *arg) {
+  (void)arg;
+  hak_free(idle_blocks[2]);
+  hak_free(idle_blocks[2]);
+}
+
+static void test_double_free_tiny_idle_slabs(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  for (int i = 0; i < 300; i++) {
+    idle_blocks[i] = hak_malloc(512);
+    assert_non_null(idle_blocks[i]);
+    memset(idle_blocks[i], i, 512);
+  }
+  expect_abort(free_in_full_then_partial_twice, NULL, "double free",
+               idle_blocks[1]);
+  expect_abort(free_in_full_twice, NULL, "double free", idle_blocks[2]);
+  for (int i = 0; i < 300; i++)
+    hak_free(idle_blocks[i]);
+}
+
 static void test_double_free_mid(void **state) {
   (void)state;
   REQUIRE_CHECKS();
@@ -321,6 +353,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_double_free_tiny),
       cmocka_unit_test(test_double_free_tiny_remote),
+      cmocka_unit_test(test_double_free_tiny_idle_slabs),
       cmocka_unit_test(test_double_free_mid),
       cmocka_unit_test(test_double_free_large),
       cmocka_unit_test(test_realloc_zero_frees),
