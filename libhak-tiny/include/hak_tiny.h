@@ -218,8 +218,8 @@ static inline void hak_tiny_free(void *p) {
   uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
   uint64_t id = hak_tiny_heap.id;
   uint64_t key = hak_tiny_heap.key; /* once: the stores below may alias */
+  unsigned cls = s->cls; /* read now: the slab may be released below */
   if (HAK_LIKELY(owner == id)) {
-    unsigned cls = s->cls;
     if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
       hak_tiny_bad_free(p, s);
     hak_tiny_mark_freed(p, key);
@@ -238,7 +238,7 @@ static inline void hak_tiny_free(void *p) {
     return;
   }
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
-  HAK_STAT_CLASS_FREE(s->cls);
+  HAK_STAT_CLASS_FREE(cls);
 }
 
 HAK_INTERNAL size_t hak_tiny_usable_size(const void *p);
