@@ -55,7 +55,9 @@ static struct mid_superslab *ss_with_free;
  * ss_lock. */
 #define MID_DIRTY_LIMIT 64
 static unsigned dirty_count;
-static uint64_t next_purge_ms = UINT64_MAX; /* UINT64_MAX: none dirty */
+/* When the oldest dirty slab was freed (UINT64_MAX: none is), rather than
+ * when it is due: the delay is read where it is used. */
+static uint64_t oldest_dirty_ms = UINT64_MAX;
 
 struct mid_cache {
   void *head;
@@ -122,7 +124,8 @@ static inline void *next_of(const void *p) {
 
 /* The bytes of slabs [first, first + n) that blocks may use: slab 0 starts
  * past the header. */
-static void decommit_slabs(struct mid_superslab *ss, unsigned first, unsigned n) {
+static void decommit_slabs(struct mid_superslab *ss, unsigned first,
+                           unsigned n) {
   size_t begin = first == 0 ? HAK_MID_HEADER : 0;
   hak_os_decommit((char *)ss + first * HAK_MID_SLAB_SIZE + begin,
                   n * HAK_MID_SLAB_SIZE - begin);
@@ -133,9 +136,8 @@ static void mark_dirty(struct mid_superslab *ss, uint32_t slabs, uint64_t now) {
   for (uint32_t d = slabs; d; d &= d - 1)
     ss->dirty_since_ms[__builtin_ctz(d)] = now;
   dirty_count += (unsigned)__builtin_popcount(slabs);
-  uint64_t due = now + hak_config.purge_delay_ms;
-  if (due < next_purge_ms)
-    next_purge_ms = due;
+  if (now < oldest_dirty_ms)
+    oldest_dirty_ms = now;
 }
 
 /* Decommits the dirty slabs that stayed free for the purge delay, adjacent
@@ -143,18 +145,18 @@ static void mark_dirty(struct mid_superslab *ss, uint32_t slabs, uint64_t now) {
  * compare unless a delay has run out.  Dirty slabs are free, so their
  * superslabs are on the ss_with_free list. */
 static void purge_locked(uint64_t now) {
-  if (now < next_purge_ms)
+  uint64_t delay = hak_config.purge_delay_ms;
+  if (oldest_dirty_ms == UINT64_MAX || now < oldest_dirty_ms + delay)
     return;
-  uint64_t next = UINT64_MAX;
+  uint64_t oldest = UINT64_MAX;
   for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next) {
     uint32_t expired = 0;
     for (uint32_t d = ss->dirty_slabs; d; d &= d - 1) {
       unsigned i = (unsigned)__builtin_ctz(d);
-      uint64_t due = ss->dirty_since_ms[i] + hak_config.purge_delay_ms;
-      if (now >= due)
+      if (now >= ss->dirty_since_ms[i] + delay)
         expired |= 1u << i;
-      else if (due < next)
-        next = due;
+      else if (ss->dirty_since_ms[i] < oldest)
+        oldest = ss->dirty_since_ms[i];
     }
     ss->dirty_slabs &= ~expired;
     dirty_count -= (unsigned)__builtin_popcount(expired);
@@ -165,7 +167,7 @@ static void purge_locked(uint64_t now) {
       expired &= ~(((1u << len) - 1) << first);
     }
   }
-  next_purge_ms = next;
+  oldest_dirty_ms = oldest;
 }
 
 static struct mid_slab *slab_new(unsigned cls) {

@@ -297,7 +297,8 @@ static void purge_locked(uint64_t now) {
       unmap_region(huge_cache[i].base, huge_cache[i].mapped);
       huge_remove(i);
     } else {
-      next = due_ms(huge_cache[i].freed_ms) < next ? due_ms(huge_cache[i].freed_ms) : next;
+      uint64_t due = due_ms(huge_cache[i].freed_ms);
+      next = due < next ? due : next;
       i++;
     }
   }
@@ -473,8 +474,8 @@ void hak_os_release_caches(void) {
 
 struct hak_os_cache_info hak_os_cache_info(void) {
   pthread_mutex_lock(&os_lock);
-  struct hak_os_cache_info info = {committed_count, free_count - committed_count,
-                                   huge_count, huge_bytes};
+  struct hak_os_cache_info info = {
+      committed_count, free_count - committed_count, huge_count, huge_bytes};
   pthread_mutex_unlock(&os_lock);
   return info;
 }
