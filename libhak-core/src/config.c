@@ -12,7 +12,7 @@
   {                                                                           \
       .stats = HAK_GATE_REPORT_AT_EXIT ? HAK_REPORT_TEXT : HAK_REPORT_OFF,    \
       .verbose = 0,                                                           \
-      .superslab_cache = 128,                                                 \
+      .superslab_cache = 32,                                                  \
       .superslab_reserve = 16,                                                \
       .huge_cache_mb = 256,                                                   \
       .thp = false,                                                           \
