@@ -128,7 +128,7 @@ static void *large_malloc(size_t size, size_t align, size_t *nonzero) {
     errno = ENOMEM;
     return NULL;
   }
-  bool zeroed;
+  bool zeroed = false; /* not set when the mapping fails */
   if (align >= HAK_SUPERSLAB_SIZE) {
     void *p = malloc_overaligned(size, align, &zeroed);
     *nonzero = zeroed ? 0 : size;
