@@ -14,7 +14,7 @@
       .verbose = 0,                                                           \
       .superslab_cache = 32,                                                  \
       .superslab_reserve = 16,                                                \
-      .huge_cache_mb = 256,                                                   \
+      .huge_cache_mb = 512,                                                   \
       .thp = false,                                                           \
       .tiny_dirty_slabs = 1024,                                               \
       .purge_delay_ms = 10,                                                   \

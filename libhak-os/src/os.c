@@ -21,7 +21,7 @@ static pthread_mutex_t os_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hak_os_config config = {
     .superslab_cache = 32, /* 128 MiB */
     .superslab_reserve = 16,
-    .huge_cache_bytes = (size_t)256 << 20,
+    .huge_cache_bytes = (size_t)512 << 20,
     .purge_delay_ms = 10,
     .transparent_huge_pages = false,
 };
