@@ -63,7 +63,8 @@ static void init_once_body(void) {
   os.purge_delay_ms = hak_config.purge_delay_ms;
   os.transparent_huge_pages = hak_config.thp;
   hak_os_configure(&os);
-  struct hak_tiny_config tiny = {.dirty_slab_limit = hak_config.tiny_dirty_slabs,
+  struct hak_tiny_config tiny = {.dirty_slab_limit =
+                                     hak_config.tiny_dirty_slabs,
                                  .purge_delay_ms = hak_config.purge_delay_ms};
   hak_tiny_configure(&tiny);
   pthread_key_create(&exit_key, on_thread_exit);

@@ -28,7 +28,8 @@
 /* The configuration every tier reads, as start-up would pass it down. */
 static void set_delay(unsigned ms) {
   hak_config.purge_delay_ms = ms;
-  struct hak_tiny_config tiny = {.dirty_slab_limit = 4096, .purge_delay_ms = ms};
+  struct hak_tiny_config tiny = {.dirty_slab_limit = 4096,
+                                 .purge_delay_ms = ms};
   hak_tiny_configure(&tiny);
   struct hak_os_config os = hak_os_default_config();
   os.purge_delay_ms = ms;
