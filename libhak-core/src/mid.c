@@ -234,10 +234,10 @@ static void slab_release(struct mid_slab *s) {
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
   purge_locked(now);
-  /* Its pages stay for the purge delay (past the limit, they go at once:
-   * before the slab is marked free, since another class may then take it
-   * and start writing). */
-  if (dirty_count < MID_DIRTY_LIMIT)
+  /* Its pages stay for the purge delay (past the limit or with no delay,
+   * they go at once: before the slab is marked free, since another class
+   * may then take it and start writing). */
+  if (dirty_count < MID_DIRTY_LIMIT && hak_config.purge_delay_ms)
     mark_dirty(ss, 1u << idx, now);
   else
     decommit_slabs(ss, idx, 1);

@@ -201,9 +201,9 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
   }
   /* Keep the pages for the purge delay, so that slab churn makes no
    * system call while memory use still follows the working set; past the
-   * limit, at once. */
+   * limit (or with no delay), at once. */
   if (touched) {
-    if (dirty_count < dirty_limit) {
+    if (dirty_count < dirty_limit && purge_delay_ms) {
       ss->dirty_slabs |= bit;
       ss->dirty_since_ms[idx] = now;
       dirty_count++;
