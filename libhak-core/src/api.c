@@ -59,10 +59,12 @@ static void init_once_body(void) {
   os.superslab_cache = hak_config.superslab_cache;
   os.superslab_reserve = hak_config.superslab_reserve;
   os.huge_cache_bytes = hak_config.huge_cache_mb << 20;
+  os.purge_delay_ms = hak_config.purge_delay_ms;
   os.transparent_huge_pages = hak_config.thp;
   hak_os_configure(&os);
   struct hak_tiny_config tiny = {.dirty_slab_limit =
-                                     hak_config.tiny_dirty_slabs};
+                                     hak_config.tiny_dirty_slabs,
+                                 .purge_delay_ms = hak_config.purge_delay_ms};
   hak_tiny_configure(&tiny);
   pthread_key_create(&exit_key, on_thread_exit);
   /* The child's only thread is the one that took every lock in fork_prepare:
@@ -78,7 +80,7 @@ static void init_once_body(void) {
                      "hakmem: build %s, stats=%d superslab_cache=%u "
                      "superslab_reserve=%u huge_cache_mb=%zu thp=%d "
                      "guard_pages=%d tiny_dirty_slabs=%u mid_cache_kb=%zu "
-                     "stats_signal=%zu\n",
+                     "purge_delay_ms=%u stats_signal=%zu\n",
                      HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
                      : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
                                                                  : "observe",
@@ -86,7 +88,7 @@ static void init_once_body(void) {
                      hak_config.superslab_reserve, hak_config.huge_cache_mb,
                      hak_config.thp, hak_config.guard_pages,
                      hak_config.tiny_dirty_slabs, hak_config.mid_cache_kb,
-                     hak_config.stats_signal);
+                     hak_config.purge_delay_ms, hak_config.stats_signal);
     if (n > 0)
       hak_os_write_stderr(msg,
                           (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
@@ -224,13 +226,9 @@ static void *calloc_impl(size_t count, size_t size) {
     return NULL;
   }
   if (total > HAK_MID_MAX) {
-    /* Regions fresh from the kernel are already zero: skip the memset. */
+    /* Only the part of the region that may be non-zero is cleared. */
     hak_ensure_init();
-    bool zeroed;
-    void *p = hak_large_malloc(total, 0, &zeroed);
-    if (p && !zeroed)
-      memset(p, 0, total);
-    return p;
+    return hak_large_calloc(total);
   }
   void *p = malloc_impl(total);
   if (p)

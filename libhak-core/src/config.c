@@ -12,11 +12,12 @@
   {                                                                           \
       .stats = HAK_GATE_REPORT_AT_EXIT ? HAK_REPORT_TEXT : HAK_REPORT_OFF,    \
       .verbose = 0,                                                           \
-      .superslab_cache = 4,                                                   \
+      .superslab_cache = 32,                                                  \
       .superslab_reserve = 16,                                                \
-      .huge_cache_mb = 64,                                                    \
+      .huge_cache_mb = 512,                                                   \
       .thp = false,                                                           \
-      .tiny_dirty_slabs = 32,                                                 \
+      .tiny_dirty_slabs = 1024,                                               \
+      .purge_delay_ms = 10,                                                   \
       .mid_cache_kb = 128,                                                    \
       .stats_signal = 0,                                                      \
       .guard_pages = false,                                                   \
@@ -83,10 +84,10 @@ void hak_config_load(struct hak_config *cfg) {
   parse_bool("HAKMEM_VERBOSE", &b);
   cfg->verbose = b;
   size_t x = cfg->superslab_cache;
-  parse_uint("HAKMEM_SUPERSLAB_CACHE", 0, 64, &x);
+  parse_uint("HAKMEM_SUPERSLAB_CACHE", 0, HAK_OS_SUPERSLAB_SLOTS, &x);
   cfg->superslab_cache = (unsigned)x;
   x = cfg->superslab_reserve;
-  parse_uint("HAKMEM_SUPERSLAB_RESERVE", 0, 64, &x);
+  parse_uint("HAKMEM_SUPERSLAB_RESERVE", 0, HAK_OS_SUPERSLAB_SLOTS, &x);
   cfg->superslab_reserve = (unsigned)x;
   parse_uint("HAKMEM_HUGE_CACHE_MB", 0, 65536, &cfg->huge_cache_mb);
   parse_bool("HAKMEM_THP", &cfg->thp);
@@ -94,6 +95,9 @@ void hak_config_load(struct hak_config *cfg) {
   x = cfg->tiny_dirty_slabs;
   parse_uint("HAKMEM_TINY_DIRTY_SLABS", 0, 4096, &x);
   cfg->tiny_dirty_slabs = (unsigned)x;
+  x = cfg->purge_delay_ms;
+  parse_uint("HAKMEM_PURGE_DELAY_MS", 0, 3600000, &x);
+  cfg->purge_delay_ms = (unsigned)x;
   parse_uint("HAKMEM_MID_CACHE_KB", 0, 4096, &cfg->mid_cache_kb);
   parse_uint("HAKMEM_STATS_SIGNAL", 0, 64, &cfg->stats_signal);
 }

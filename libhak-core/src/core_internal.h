@@ -20,6 +20,7 @@ struct hak_config {
   size_t huge_cache_mb;     /* HAKMEM_HUGE_CACHE_MB */
   bool thp;                 /* HAKMEM_THP */
   unsigned tiny_dirty_slabs;/* HAKMEM_TINY_DIRTY_SLABS */
+  unsigned purge_delay_ms;  /* HAKMEM_PURGE_DELAY_MS */
   size_t mid_cache_kb;      /* HAKMEM_MID_CACHE_KB, per class and thread */
   size_t stats_signal;      /* HAKMEM_STATS_SIGNAL: print the report on it */
   bool guard_pages;         /* HAKMEM_GUARD_PAGES: no-access page after large blocks */
@@ -83,6 +84,9 @@ HAK_INTERNAL void *hak_mid_malloc(size_t size);
 HAK_INTERNAL void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits);
 HAK_INTERNAL void hak_mid_free(void *p);
 HAK_INTERNAL size_t hak_mid_usable_size(const void *p);
+/* Free mid slabs whose pages are still resident (waiting for the purge
+ * delay), for tests. */
+HAK_INTERNAL unsigned hak_mid_dirty_slabs(void);
 HAK_INTERNAL void hak_mid_thread_exit(void);
 HAK_INTERNAL void hak_mid_fork_prepare(void);
 HAK_INTERNAL void hak_mid_fork_parent(void);
@@ -90,6 +94,8 @@ HAK_INTERNAL void hak_mid_fork_parent(void);
 /* ---- large tier (large.c): above the mid tier ------------------------- */
 /* *zeroed tells whether the block is known to be all zero bytes. */
 HAK_INTERNAL void *hak_large_malloc(size_t size, size_t align, bool *zeroed);
+/* calloc's large block: clears only the bytes that may be non-zero. */
+HAK_INTERNAL void *hak_large_calloc(size_t size);
 HAK_INTERNAL void hak_large_free(void *p);
 HAK_INTERNAL size_t hak_large_usable_size(const void *p);
 /* Resizes in place; false when the block must move. */

@@ -16,11 +16,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 struct large_header {
   struct hak_region region; /* size = bytes mapped */
   size_t offset;            /* block start - region start */
   size_t usable;            /* bytes the block may use */
+  size_t dirty;             /* large: bytes from the region start that may be
+                               non-zero, this block's or a previous user's */
   bool guarded;             /* a no-access page follows the usable bytes */
 };
 
@@ -117,28 +120,41 @@ static void *malloc_overaligned(size_t size, size_t align, bool *zeroed) {
 
 /* ---- large and huge blocks --------------------------------------------- */
 
-void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
+/* A block of size bytes; *nonzero receives how many bytes from its start
+ * may be non-zero (0: all zero), so that calloc clears only those. */
+static void *large_malloc(size_t size, size_t align, size_t *nonzero) {
+  *nonzero = 0;
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
   }
-  if (align >= HAK_SUPERSLAB_SIZE)
-    return malloc_overaligned(size, align, zeroed);
+  bool zeroed = false; /* not set when the mapping fails */
+  if (align >= HAK_SUPERSLAB_SIZE) {
+    void *p = malloc_overaligned(size, align, &zeroed);
+    *nonzero = zeroed ? 0 : size;
+    return p;
+  }
   size_t offset = align > HAK_PAGE_SIZE ? align : HAK_PAGE_SIZE;
   size_t need = offset + page_round(size) + guard_size();
   struct large_header *h;
   size_t mapped;
   if (need <= HAK_SUPERSLAB_SIZE) {
-    h = hak_os_superslab_alloc(zeroed);
+    /* A superslab from the cache keeps its pages for the purge delay; only
+     * the part its last user wrote may be non-zero. */
+    size_t dirty;
+    h = hak_os_superslab_alloc_dirty(&dirty);
     mapped = HAK_SUPERSLAB_SIZE;
     if (!h)
       return NULL;
     hak_os_set_kind(h, HAK_REGION_LARGE);
+    *nonzero = dirty > offset ? dirty - offset : 0;
+    h->dirty = dirty > need ? dirty : need;
   } else {
-    h = hak_os_huge_alloc(need, &mapped, zeroed);
+    h = hak_os_huge_alloc(need, &mapped, &zeroed);
     if (!h)
       return NULL;
     hak_os_set_kind(h, HAK_REGION_HUGE);
+    *nonzero = zeroed ? 0 : size;
   }
   h->region.size = mapped;
   h->offset = offset;
@@ -146,6 +162,21 @@ void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
   guard_set(h);
   HAK_STAT_PATH(LARGE_MALLOC, 1);
   return (char *)h + offset;
+}
+
+void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
+  size_t nonzero;
+  void *p = large_malloc(size, align, &nonzero);
+  *zeroed = nonzero == 0;
+  return p;
+}
+
+void *hak_large_calloc(size_t size) {
+  size_t nonzero;
+  void *p = large_malloc(size, 0, &nonzero);
+  if (p && nonzero)
+    memset(p, 0, nonzero < size ? nonzero : size);
+  return p;
 }
 
 void hak_large_free(void *p) {
@@ -168,7 +199,7 @@ void hak_large_free(void *p) {
   HAK_STAT_PATH(LARGE_FREE, 1);
   guard_clear(h);
   if (hak_os_kind_of(h) == HAK_REGION_LARGE)
-    hak_os_superslab_free(h);
+    hak_os_superslab_free_dirty(h, h->dirty);
   else
     hak_os_huge_free(h, h->region.size);
 }
@@ -198,6 +229,8 @@ bool hak_large_resize(void *p, size_t size) {
       return false;
     guard_clear(h);
     h->usable = need;
+    if (h->offset + need > h->dirty)
+      h->dirty = h->offset + need;
     guard_set(h);
     return true;
   }

@@ -28,9 +28,11 @@ struct mid_slab {
 
 struct mid_superslab {
   struct hak_region region;
-  uint32_t free_slabs; /* bit i: slab i free */
+  uint32_t free_slabs;  /* bit i: slab i free */
+  uint32_t dirty_slabs; /* bit i: free slab i still has resident pages */
   struct mid_superslab *next;
   struct mid_slab slabs[HAK_MID_SLABS];
+  uint64_t dirty_since_ms[HAK_MID_SLABS]; /* when dirty slab i was freed */
 };
 
 struct mid_class {
@@ -44,6 +46,18 @@ static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 
 static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mid_superslab *ss_with_free;
+
+/* Free slabs keep their pages ("dirty") for the purge delay
+ * (hak_config.purge_delay_ms), so that a batch of blocks freed and
+ * allocated again makes no system call and no page fault; after it they
+ * are decommitted.  At most MID_DIRTY_LIMIT of them (64 MiB) stay resident
+ * whatever the delay, so that a burst cannot leave more behind.  Under
+ * ss_lock. */
+#define MID_DIRTY_LIMIT 64
+static unsigned dirty_count;
+/* When the oldest dirty slab was freed (UINT64_MAX: none is), rather than
+ * when it is due: the delay is read where it is used. */
+static uint64_t oldest_dirty_ms = UINT64_MAX;
 
 struct mid_cache {
   void *head;
@@ -105,8 +119,60 @@ static inline void *next_of(const void *p) {
 
 /* ---- slabs ------------------------------------------------------------ */
 
+#define ALL_SLABS ((1u << HAK_MID_SLABS) - 1)
+
+/* The bytes of slabs [first, first + n) that blocks may use: slab 0 starts
+ * past the header. */
+static void decommit_slabs(struct mid_superslab *ss, unsigned first,
+                           unsigned n) {
+  size_t begin = first == 0 ? HAK_MID_HEADER : 0;
+  hak_os_decommit((char *)ss + first * HAK_MID_SLAB_SIZE + begin,
+                  n * HAK_MID_SLAB_SIZE - begin);
+}
+
+static void mark_dirty(struct mid_superslab *ss, uint32_t slabs, uint64_t now) {
+  ss->dirty_slabs |= slabs;
+  for (uint32_t d = slabs; d; d &= d - 1)
+    ss->dirty_since_ms[__builtin_ctz(d)] = now;
+  dirty_count += (unsigned)__builtin_popcount(slabs);
+  if (now < oldest_dirty_ms)
+    oldest_dirty_ms = now;
+}
+
+/* Decommits the dirty slabs that stayed free for the purge delay, adjacent
+ * ones with one call.  Called with ss_lock held on the slab slow paths; one
+ * compare unless a delay has run out.  Dirty slabs are free, so their
+ * superslabs are on the ss_with_free list. */
+static void purge_locked(uint64_t now) {
+  uint64_t delay = hak_config.purge_delay_ms;
+  if (oldest_dirty_ms == UINT64_MAX || now < oldest_dirty_ms + delay)
+    return;
+  uint64_t oldest = UINT64_MAX;
+  for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next) {
+    uint32_t expired = 0;
+    for (uint32_t d = ss->dirty_slabs; d; d &= d - 1) {
+      unsigned i = (unsigned)__builtin_ctz(d);
+      if (now >= ss->dirty_since_ms[i] + delay)
+        expired |= 1u << i;
+      else if (ss->dirty_since_ms[i] < oldest)
+        oldest = ss->dirty_since_ms[i];
+    }
+    ss->dirty_slabs &= ~expired;
+    dirty_count -= (unsigned)__builtin_popcount(expired);
+    while (expired) {
+      unsigned first = (unsigned)__builtin_ctz(expired);
+      unsigned len = (unsigned)__builtin_ctz(~(expired >> first));
+      decommit_slabs(ss, first, len);
+      expired &= ~(((1u << len) - 1) << first);
+    }
+  }
+  oldest_dirty_ms = oldest;
+}
+
 static struct mid_slab *slab_new(unsigned cls) {
+  uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
+  purge_locked(now);
   struct mid_superslab *ss = ss_with_free;
   if (!ss) {
     pthread_mutex_unlock(&ss_lock);
@@ -117,12 +183,26 @@ static struct mid_slab *slab_new(unsigned cls) {
     memset(ss, 0, sizeof *ss);
     hak_os_set_kind(ss, HAK_REGION_MID);
     ss->region.size = HAK_SUPERSLAB_SIZE;
-    ss->free_slabs = (1u << HAK_MID_SLABS) - 1;
+    ss->free_slabs = ALL_SLABS;
     pthread_mutex_lock(&ss_lock);
+    if (!zeroed) {
+      /* Its pages may be resident from its last use: as free slabs', the
+       * delay (or the limit) applies to them. */
+      if (dirty_count + HAK_MID_SLABS <= MID_DIRTY_LIMIT)
+        mark_dirty(ss, ALL_SLABS, now);
+      else
+        decommit_slabs(ss, 0, HAK_MID_SLABS);
+    }
     ss->next = ss_with_free;
     ss_with_free = ss;
   }
-  unsigned idx = (unsigned)__builtin_ctz(ss->free_slabs);
+  /* Prefer a slab whose pages are still resident. */
+  uint32_t pick = ss->free_slabs & ss->dirty_slabs;
+  unsigned idx = (unsigned)__builtin_ctz(pick ? pick : ss->free_slabs);
+  if (ss->dirty_slabs & (1u << idx)) {
+    ss->dirty_slabs &= ~(1u << idx);
+    dirty_count--;
+  }
   ss->free_slabs &= ~(1u << idx);
   if (!ss->free_slabs)
     ss_with_free = ss->next;
@@ -147,22 +227,29 @@ static struct mid_slab *slab_new(unsigned cls) {
 static void slab_release(struct mid_slab *s) {
   struct mid_superslab *ss = (struct mid_superslab *)hak_region_of(s);
   unsigned idx = (unsigned)(s - ss->slabs);
-  size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
   /* Read without the lock by the checked free: relaxed atomics. */
   __atomic_store_n(&s->in_use, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
-  /* Give the touched pages back so memory follows the working set.  This
-   * must happen before the slab is marked free: once it is, another class
-   * may take it and start writing. */
-  hak_os_decommit((char *)ss + idx * HAK_MID_SLAB_SIZE + begin,
-                  HAK_MID_SLAB_SIZE - begin);
+  uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
+  purge_locked(now);
+  /* Its pages stay for the purge delay (past the limit or with no delay,
+   * they go at once: before the slab is marked free, since another class
+   * may then take it and start writing). */
+  if (dirty_count < MID_DIRTY_LIMIT && hak_config.purge_delay_ms)
+    mark_dirty(ss, 1u << idx, now);
+  else
+    decommit_slabs(ss, idx, 1);
   if (!ss->free_slabs) {
     ss->next = ss_with_free;
     ss_with_free = ss;
   }
   ss->free_slabs |= 1u << idx;
-  if (ss->free_slabs == (1u << HAK_MID_SLABS) - 1) {
+  if (ss->free_slabs == ALL_SLABS) {
+    /* The whole superslab goes back to libhak-os, whose cache applies the
+     * same delay to it. */
+    dirty_count -= (unsigned)__builtin_popcount(ss->dirty_slabs);
+    ss->dirty_slabs = 0;
     for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
       if (*q == ss) {
         *q = ss->next;
@@ -381,6 +468,13 @@ void hak_mid_free(void *p) {
 }
 
 size_t hak_mid_usable_size(const void *p) { return slab_of(p)->block_size; }
+
+unsigned hak_mid_dirty_slabs(void) {
+  pthread_mutex_lock(&ss_lock);
+  unsigned n = dirty_count;
+  pthread_mutex_unlock(&ss_lock);
+  return n;
+}
 
 void hak_mid_thread_exit(void) {
   exited = true;

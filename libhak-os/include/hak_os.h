@@ -5,8 +5,9 @@
  * a region finds the region's header with one mask.  It also hands out huge
  * regions (any multiple of the page size, aligned to HAK_SUPERSLAB_SIZE) for
  * blocks too large for a superslab.  Freed regions go to caches so that a
- * program at a steady working set makes no system call after warm-up; past
- * a bound, cached memory is decommitted and then returned.
+ * program at a steady working set makes no system call after warm-up; what
+ * stays unused for the purge delay is decommitted and then returned, and
+ * bounds cap what a burst can leave in the caches meanwhile.
  *
  * Memory is committed by touching it: regions are mapped read-write and the
  * kernel backs a page the first time it is written, so resident memory
@@ -56,6 +57,12 @@ static inline struct hak_region *hak_region_of(const void *p) {
  * every byte is known to be zero (fresh from the kernel or decommitted). */
 HAK_INTERNAL void *hak_os_superslab_alloc(bool *zeroed);
 HAK_INTERNAL void hak_os_superslab_free(void *ss);
+/* The same for a user that knows how far it wrote (the large tier): *dirty
+ * receives how many bytes from the start may be non-zero (0: all zero), and
+ * free is told how many may be, so that the cache counts and decommits only
+ * those. */
+HAK_INTERNAL void *hak_os_superslab_alloc_dirty(size_t *dirty);
+HAK_INTERNAL void hak_os_superslab_free_dirty(void *ss, size_t dirty);
 
 /* A huge region of at least `size` bytes (rounded up to pages), aligned to
  * HAK_SUPERSLAB_SIZE.  *mapped receives the size actually mapped. */
@@ -104,15 +111,30 @@ static inline bool hak_os_is_region(const void *ss) {
          hak_os_kind_checked(ss) != HAK_REGION_NONE;
 }
 
-/* Bounds of the caches (from the configuration, set once at start-up). */
+/* Most free superslabs and huge regions the caches can hold at all. */
+#define HAK_OS_SUPERSLAB_SLOTS 512 /* 2 GiB of address space */
+#define HAK_OS_HUGE_SLOTS 32
+
+/* Bounds of the caches and the purge delay (from the configuration, set
+ * once at start-up). */
 struct hak_os_config {
-  unsigned superslab_cache;    /* free superslabs kept committed */
-  unsigned superslab_reserve;  /* more kept mapped but decommitted */
+  unsigned superslab_cache;    /* resident pages free superslabs may keep,
+                                  in superslabs (x HAK_SUPERSLAB_SIZE bytes) */
+  unsigned superslab_reserve;  /* decommitted ones kept mapped after the delay */
   size_t huge_cache_bytes;     /* bytes of freed huge regions kept */
+  unsigned purge_delay_ms;     /* free regions unused this long are given back */
   bool transparent_huge_pages; /* advise THP on superslabs */
 };
 HAK_INTERNAL void hak_os_configure(const struct hak_os_config *cfg);
 HAK_INTERNAL struct hak_os_config hak_os_default_config(void);
+
+/* Milliseconds of a monotonic clock, read without a system call (vDSO);
+ * for the purge delays of every layer, on slow paths only. */
+HAK_INTERNAL uint64_t hak_os_clock_ms(void);
+
+/* Gives back the cached regions whose purge delay has run out.  Every
+ * entry into this layer does it anyway; tests call it directly. */
+HAK_INTERNAL void hak_os_purge(void);
 
 /* Releases every cached region to the kernel (tests, trim). */
 HAK_INTERNAL void hak_os_release_caches(void);
@@ -139,8 +161,8 @@ HAK_INTERNAL void hak_os_fail_next_mappings(unsigned n);
 
 /* Cache occupancy, for tests and reports. */
 struct hak_os_cache_info {
-  unsigned superslabs_committed;
-  unsigned superslabs_decommitted;
+  unsigned superslabs_committed;   /* free, pages kept */
+  unsigned superslabs_decommitted; /* free, mapped, pages given back */
   unsigned huge_regions;
   size_t huge_bytes;
 };

@@ -13,46 +13,76 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
-
-#define CACHE_SLOTS 64 /* upper bound of either superslab cache */
-#define HUGE_SLOTS 16
 
 static pthread_mutex_t os_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct hak_os_config config = {
-    .superslab_cache = 2,
+    .superslab_cache = 32, /* 128 MiB */
     .superslab_reserve = 16,
-    .huge_cache_bytes = (size_t)64 << 20,
+    .huge_cache_bytes = (size_t)512 << 20,
+    .purge_delay_ms = 10,
     .transparent_huge_pages = false,
 };
 
-/* Free superslabs: `warm` keep their pages, `cold` were decommitted. */
-static void *warm[CACHE_SLOTS];
-static unsigned warm_count;
-static void *cold[CACHE_SLOTS];
-static unsigned cold_count;
+/* Free superslabs, oldest first.  The committed ones (pages kept) always
+ * follow the decommitted ones: memory is decommitted oldest first, whether
+ * by the delay or by the bound, so allocation takes from the end and gets a
+ * committed one whenever there is one. */
+struct superslab_slot {
+  void *base;
+  uint64_t freed_ms; /* when it was freed (hak_os_clock_ms) */
+  size_t dirty;      /* bytes from its start that may be resident; 0 once
+                        decommitted */
+};
+static struct superslab_slot free_superslabs[HAK_OS_SUPERSLAB_SLOTS];
+static unsigned free_count, committed_count;
+static size_t committed_bytes; /* sum of their `dirty` */
 
+/* Free huge regions, oldest first. */
 struct huge_slot {
   void *base;
   size_t mapped;
+  uint64_t freed_ms;
 };
-static struct huge_slot huge_cache[HUGE_SLOTS];
+static struct huge_slot huge_cache[HAK_OS_HUGE_SLOTS];
 static unsigned huge_count;
 static size_t huge_bytes;
+
+/* The earliest time at which a cached region's delay runs out (UINT64_MAX:
+ * none is waiting), so that the check on every call is one compare. */
+static uint64_t next_purge_ms = UINT64_MAX;
 
 static unsigned fail_mappings; /* test hook */
 
 struct hak_os_config hak_os_default_config(void) { return config; }
 
+static void enforce_bounds_locked(void);
+static void purge_locked(uint64_t now);
+
 void hak_os_configure(const struct hak_os_config *cfg) {
   pthread_mutex_lock(&os_lock);
   config = *cfg;
-  if (config.superslab_cache > CACHE_SLOTS)
-    config.superslab_cache = CACHE_SLOTS;
-  if (config.superslab_reserve > CACHE_SLOTS)
-    config.superslab_reserve = CACHE_SLOTS;
+  if (config.superslab_cache > HAK_OS_SUPERSLAB_SLOTS)
+    config.superslab_cache = HAK_OS_SUPERSLAB_SLOTS;
+  if (config.superslab_reserve > HAK_OS_SUPERSLAB_SLOTS)
+    config.superslab_reserve = HAK_OS_SUPERSLAB_SLOTS;
+  /* What is cached already obeys the new bounds and delay at once. */
+  enforce_bounds_locked();
+  next_purge_ms = 0;
+  purge_locked(hak_os_clock_ms());
   pthread_mutex_unlock(&os_lock);
+}
+
+uint64_t hak_os_clock_ms(void) {
+  /* The coarse clock is read from the vDSO page without entering the
+   * kernel, whatever the clocksource (CLOCK_MONOTONIC falls back to a
+   * system call on some virtual machines); its resolution, a scheduler
+   * tick (1-4 ms), is fine for delays of milliseconds. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 void hak_os_fail_next_mappings(unsigned n) {
@@ -121,16 +151,17 @@ static void unmap_region(void *base, size_t size);
 /* Unmaps every cached region; returns whether there was any.  Called with
  * os_lock held. */
 static bool release_caches_locked(void) {
-  bool any = warm_count || cold_count || huge_count;
-  while (warm_count)
-    unmap_region(warm[--warm_count], HAK_SUPERSLAB_SIZE);
-  while (cold_count)
-    unmap_region(cold[--cold_count], HAK_SUPERSLAB_SIZE);
+  bool any = free_count || huge_count;
+  while (free_count)
+    unmap_region(free_superslabs[--free_count].base, HAK_SUPERSLAB_SIZE);
+  committed_count = 0;
+  committed_bytes = 0;
   while (huge_count) {
     huge_count--;
     unmap_region(huge_cache[huge_count].base, huge_cache[huge_count].mapped);
   }
   huge_bytes = 0;
+  next_purge_ms = UINT64_MAX;
   return any;
 }
 
@@ -165,22 +196,137 @@ static void unmap_region(void *base, size_t size) {
   sys_munmap(base, size);
 }
 
+/* ---- the delayed purge ------------------------------------------------ */
+
+/* A region freed now is likely to be wanted again soon (a batch freed and
+ * allocated again, a working set breathing): keeping it with its pages
+ * makes that reuse free of system calls and page faults.  One that stayed
+ * unused for the purge delay is probably not wanted: superslabs are then
+ * decommitted, and unmapped past the reserve; huge regions are unmapped.
+ * The bounds are a backstop for bursts that come faster than the delay. */
+
+static uint64_t due_ms(uint64_t freed_ms) {
+  return freed_ms + config.purge_delay_ms;
+}
+
+static void superslab_decommit(struct superslab_slot *e) {
+  hak_os_decommit(e->base, e->dirty);
+  committed_bytes -= e->dirty;
+  committed_count--;
+  e->dirty = 0;
+}
+
+static void superslab_remove(unsigned i) {
+  if (free_superslabs[i].dirty) {
+    committed_count--;
+    committed_bytes -= free_superslabs[i].dirty;
+  }
+  memmove(&free_superslabs[i], &free_superslabs[i + 1],
+          (free_count - i - 1) * sizeof free_superslabs[0]);
+  free_count--;
+}
+
+static void huge_remove(unsigned i) {
+  huge_bytes -= huge_cache[i].mapped;
+  memmove(&huge_cache[i], &huge_cache[i + 1],
+          (huge_count - i - 1) * sizeof huge_cache[0]);
+  huge_count--;
+}
+
+/* The byte bounds, whatever the delay: the oldest committed superslabs are
+ * decommitted, the oldest huge regions unmapped. */
+static void enforce_bounds_locked(void) {
+  size_t limit = (size_t)config.superslab_cache * HAK_SUPERSLAB_SIZE;
+  for (unsigned i = 0; committed_bytes > limit; i++) {
+    if (free_superslabs[i].dirty)
+      superslab_decommit(&free_superslabs[i]);
+  }
+  while (huge_count && huge_bytes > config.huge_cache_bytes) {
+    unmap_region(huge_cache[0].base, huge_cache[0].mapped);
+    huge_remove(0);
+  }
+}
+
+/* Gives back what outlived the delay.  Cheap unless a delay has run out:
+ * called on every entry into this layer, which is already a slow path. */
+static void purge_locked(uint64_t now) {
+  if (now < next_purge_ms)
+    return;
+  uint64_t next = UINT64_MAX;
+  /* The array is in order of freeing, so the expired ones come first. */
+  unsigned expired = 0, decommitted = 0;
+  for (unsigned i = 0; i < free_count; i++) {
+    if (now >= due_ms(free_superslabs[i].freed_ms)) {
+      expired++;
+    } else {
+      uint64_t due = due_ms(free_superslabs[i].freed_ms);
+      next = due < next ? due : next;
+      decommitted += free_superslabs[i].dirty == 0; /* by the bound */
+    }
+  }
+  /* The reserve keeps the most recently freed of those that end up
+   * decommitted; older expired ones are unmapped (without a decommit
+   * first), the others decommitted. */
+  decommitted += expired;
+  unsigned unmap = decommitted > config.superslab_reserve
+                       ? decommitted - config.superslab_reserve
+                       : 0;
+  if (unmap > expired)
+    unmap = expired;
+  for (unsigned i = 0; i < unmap; i++) {
+    struct superslab_slot *e = &free_superslabs[i];
+    if (e->dirty) {
+      committed_count--;
+      committed_bytes -= e->dirty;
+    }
+    unmap_region(e->base, HAK_SUPERSLAB_SIZE);
+  }
+  free_count -= unmap;
+  memmove(&free_superslabs[0], &free_superslabs[unmap],
+          free_count * sizeof free_superslabs[0]);
+  for (unsigned i = 0; i < expired - unmap; i++)
+    if (free_superslabs[i].dirty)
+      superslab_decommit(&free_superslabs[i]);
+  for (unsigned i = 0; i < huge_count;) {
+    if (now >= due_ms(huge_cache[i].freed_ms)) {
+      unmap_region(huge_cache[i].base, huge_cache[i].mapped);
+      huge_remove(i);
+    } else {
+      uint64_t due = due_ms(huge_cache[i].freed_ms);
+      next = due < next ? due : next;
+      i++;
+    }
+  }
+  next_purge_ms = next;
+}
+
+static void schedule_purge(uint64_t freed_ms) {
+  if (due_ms(freed_ms) < next_purge_ms)
+    next_purge_ms = due_ms(freed_ms);
+}
+
+void hak_os_purge(void) {
+  pthread_mutex_lock(&os_lock);
+  purge_locked(hak_os_clock_ms());
+  pthread_mutex_unlock(&os_lock);
+}
+
 /* ---- superslabs ------------------------------------------------------- */
 
-void *hak_os_superslab_alloc(bool *zeroed) {
+void *hak_os_superslab_alloc_dirty(size_t *dirty) {
   void *ss;
   pthread_mutex_lock(&os_lock);
-  if (warm_count) {
-    ss = warm[--warm_count];
-    *zeroed = false;
-    HAK_STAT_SYS(OS_SUPERSLAB_REUSED, 1);
-  } else if (cold_count) {
-    ss = cold[--cold_count];
-    *zeroed = true;
+  purge_locked(hak_os_clock_ms());
+  if (free_count) {
+    /* The most recently freed: committed if any is, warmest in caches. */
+    struct superslab_slot *e = &free_superslabs[free_count - 1];
+    ss = e->base;
+    *dirty = e->dirty; /* decommitted pages read as zero */
+    superslab_remove(free_count - 1);
     HAK_STAT_SYS(OS_SUPERSLAB_REUSED, 1);
   } else {
     ss = map_aligned(HAK_SUPERSLAB_SIZE);
-    *zeroed = true;
+    *dirty = 0;
     if (ss)
       HAK_STAT_SYS(OS_SUPERSLAB_NEW, 1);
   }
@@ -190,19 +336,41 @@ void *hak_os_superslab_alloc(bool *zeroed) {
   return ss;
 }
 
+void *hak_os_superslab_alloc(bool *zeroed) {
+  size_t dirty;
+  void *ss = hak_os_superslab_alloc_dirty(&dirty);
+  *zeroed = dirty == 0;
+  return ss;
+}
+
 void hak_os_superslab_free(void *ss) {
-  /* A late free into a cached region is recognised by its kind. */
+  hak_os_superslab_free_dirty(ss, HAK_SUPERSLAB_SIZE);
+}
+
+void hak_os_superslab_free_dirty(void *ss, size_t dirty) {
+  /* A late free into a cached region is recognised by its kind.  The
+   * header page counts as dirty always. */
   map_set(ss, HAK_REGION_CACHED);
+  dirty = (dirty + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1);
+  if (dirty < HAK_PAGE_SIZE)
+    dirty = HAK_PAGE_SIZE;
+  if (dirty > HAK_SUPERSLAB_SIZE)
+    dirty = HAK_SUPERSLAB_SIZE;
   pthread_mutex_lock(&os_lock);
   HAK_STAT_SYS(OS_SUPERSLAB_RELEASED, 1);
-  if (warm_count < config.superslab_cache) {
-    warm[warm_count++] = ss;
-  } else if (cold_count < config.superslab_reserve) {
-    hak_os_decommit(ss, HAK_SUPERSLAB_SIZE);
-    cold[cold_count++] = ss;
-  } else {
-    unmap_region(ss, HAK_SUPERSLAB_SIZE);
+  uint64_t now = hak_os_clock_ms();
+  if (free_count == HAK_OS_SUPERSLAB_SLOTS) {
+    /* Full of regions freed within the delay: the oldest goes. */
+    unmap_region(free_superslabs[0].base, HAK_SUPERSLAB_SIZE);
+    superslab_remove(0);
   }
+  free_superslabs[free_count++] =
+      (struct superslab_slot){.base = ss, .freed_ms = now, .dirty = dirty};
+  committed_count++;
+  committed_bytes += dirty;
+  schedule_purge(now);
+  purge_locked(now); /* first: what it unmaps needs no decommit */
+  enforce_bounds_locked();
   pthread_mutex_unlock(&os_lock);
 }
 
@@ -219,6 +387,7 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
   }
   size = page_round(size ? size : 1); /* a region is never empty */
   pthread_mutex_lock(&os_lock);
+  purge_locked(hak_os_clock_ms());
   /* Best fit among cached regions no more than twice the size, so that a
    * small request does not pin a big region. */
   int best = -1;
@@ -232,8 +401,7 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
   if (best >= 0) {
     base = huge_cache[best].base;
     *mapped = huge_cache[best].mapped;
-    huge_bytes -= *mapped;
-    huge_cache[best] = huge_cache[--huge_count];
+    huge_remove((unsigned)best);
     *zeroed = false;
     HAK_STAT_SYS(OS_HUGE_REUSED, 1);
   } else {
@@ -252,21 +420,21 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
 void hak_os_huge_free(void *base, size_t mapped) {
   map_set(base, HAK_REGION_CACHED);
   pthread_mutex_lock(&os_lock);
+  uint64_t now = hak_os_clock_ms();
   if (mapped <= config.huge_cache_bytes) {
     /* Make room by evicting the oldest entries. */
-    while (huge_count && (huge_count == HUGE_SLOTS ||
+    while (huge_count && (huge_count == HAK_OS_HUGE_SLOTS ||
                           huge_bytes + mapped > config.huge_cache_bytes)) {
       unmap_region(huge_cache[0].base, huge_cache[0].mapped);
-      huge_bytes -= huge_cache[0].mapped;
-      for (unsigned i = 1; i < huge_count; i++)
-        huge_cache[i - 1] = huge_cache[i];
-      huge_count--;
+      huge_remove(0);
     }
-    huge_cache[huge_count++] = (struct huge_slot){base, mapped};
+    huge_cache[huge_count++] = (struct huge_slot){base, mapped, now};
     huge_bytes += mapped;
+    schedule_purge(now);
   } else {
     unmap_region(base, mapped);
   }
+  purge_locked(now);
   pthread_mutex_unlock(&os_lock);
 }
 
@@ -301,8 +469,8 @@ void hak_os_release_caches(void) {
 
 struct hak_os_cache_info hak_os_cache_info(void) {
   pthread_mutex_lock(&os_lock);
-  struct hak_os_cache_info info = {warm_count, cold_count, huge_count,
-                                   huge_bytes};
+  struct hak_os_cache_info info = {
+      committed_count, free_count - committed_count, huge_count, huge_bytes};
   pthread_mutex_unlock(&os_lock);
   return info;
 }

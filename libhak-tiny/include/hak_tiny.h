@@ -64,6 +64,7 @@ struct hak_tiny_superslab {
   uint64_t dirty_slabs; /* bit i: free slab i still has resident pages */
   struct hak_tiny_superslab *next, *prev; /* superslabs with free slabs */
   struct hak_tiny_slab slabs[HAK_TINY_SLABS] __attribute__((aligned(64)));
+  uint64_t dirty_since_ms[HAK_TINY_SLABS]; /* when dirty slab i was freed */
 };
 
 /* A heap's hot part is the first 9 cache lines: one list head per class,
@@ -254,7 +255,8 @@ HAK_INTERNAL void hak_tiny_fork_parent(void);
 
 /* Configuration, set once at start-up. */
 struct hak_tiny_config {
-  unsigned dirty_slab_limit; /* free slabs kept resident before decommit */
+  unsigned dirty_slab_limit; /* free slabs that may stay resident at most */
+  unsigned purge_delay_ms;   /* a free slab unused this long is decommitted */
 };
 HAK_INTERNAL void hak_tiny_configure(const struct hak_tiny_config *cfg);
 
@@ -263,6 +265,7 @@ struct hak_tiny_info {
   unsigned superslabs; /* superslabs held by the tiny front */
   unsigned slabs_in_use;
   unsigned slabs_abandoned;
+  unsigned slabs_dirty; /* free, pages still resident */
 };
 HAK_INTERNAL struct hak_tiny_info hak_tiny_info(void);
 

@@ -12,7 +12,13 @@
 static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hak_tiny_superslab *ss_with_free; /* superslabs with a free slab */
 static unsigned ss_count, slabs_in_use, dirty_count;
-static unsigned dirty_limit = 32; /* 2 MiB of free slabs kept resident */
+/* Free slabs keep their pages ("dirty") for the purge delay, so that a
+ * batch freed and allocated again makes no system call; the limit caps what
+ * a burst leaves resident within one delay (1024: 64 MiB). */
+static unsigned dirty_limit = 1024;
+static unsigned purge_delay_ms = 10;
+/* The earliest a dirty slab's delay runs out; UINT64_MAX: none dirty. */
+static uint64_t next_purge_ms = UINT64_MAX;
 
 static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hak_tiny_slab *abandoned[HAK_TINY_CLASSES];
@@ -30,6 +36,8 @@ static void note_abandoned(unsigned cls) {
 void hak_tiny_configure(const struct hak_tiny_config *cfg) {
   pthread_mutex_lock(&ss_lock);
   dirty_limit = cfg->dirty_slab_limit;
+  purge_delay_ms = cfg->purge_delay_ms;
+  next_purge_ms = 0; /* look again under the new delay */
   pthread_mutex_unlock(&ss_lock);
 }
 
@@ -56,8 +64,42 @@ static void ss_list_push(struct hak_tiny_superslab *ss) {
   ss_with_free = ss;
 }
 
+/* Decommits the dirty slabs that stayed free for the purge delay, adjacent
+ * ones with one call.  Called with ss_lock held on the slab slow paths; one
+ * compare unless a delay has run out.  Dirty slabs are free, so their
+ * superslabs are all on the ss_with_free list. */
+static void purge_locked(uint64_t now) {
+  if (now < next_purge_ms)
+    return;
+  uint64_t next = UINT64_MAX;
+  for (struct hak_tiny_superslab *ss = ss_with_free; ss; ss = ss->next) {
+    uint64_t expired = 0;
+    for (uint64_t d = ss->dirty_slabs; d; d &= d - 1) {
+      unsigned i = (unsigned)__builtin_ctzll(d);
+      uint64_t due = ss->dirty_since_ms[i] + purge_delay_ms;
+      if (now >= due)
+        expired |= (uint64_t)1 << i;
+      else if (due < next)
+        next = due;
+    }
+    ss->dirty_slabs &= ~expired;
+    dirty_count -= (unsigned)__builtin_popcountll(expired);
+    while (expired) {
+      /* Slab 0 is never free, so a run is shorter than 64 bits. */
+      unsigned first = (unsigned)__builtin_ctzll(expired);
+      unsigned len = (unsigned)__builtin_ctzll(~(expired >> first));
+      hak_os_decommit((char *)ss + (size_t)first * HAK_TINY_SLAB_SIZE,
+                      (size_t)len * HAK_TINY_SLAB_SIZE);
+      expired &= ~((((uint64_t)1 << len) - 1) << first);
+    }
+  }
+  next_purge_ms = next;
+}
+
 struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
+  uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
+  purge_locked(now);
   struct hak_tiny_superslab *ss = ss_with_free;
   if (!ss) {
     pthread_mutex_unlock(&ss_lock);
@@ -79,6 +121,21 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
     ss->free_slabs = ALL_SLABS;
     ss->dirty_slabs = 0;
     pthread_mutex_lock(&ss_lock);
+    if (!zeroed) {
+      /* Its pages may still be resident from its last use: they are free
+       * slabs' pages, and the delay (or the limit) applies to them too. */
+      if (dirty_count + HAK_TINY_SLABS - 1 <= dirty_limit) {
+        ss->dirty_slabs = ALL_SLABS;
+        for (unsigned i = 1; i < HAK_TINY_SLABS; i++)
+          ss->dirty_since_ms[i] = now;
+        dirty_count += HAK_TINY_SLABS - 1;
+        if (now + purge_delay_ms < next_purge_ms)
+          next_purge_ms = now + purge_delay_ms;
+      } else {
+        hak_os_decommit((char *)ss + HAK_TINY_SLAB_SIZE,
+                        HAK_SUPERSLAB_SIZE - HAK_TINY_SLAB_SIZE);
+      }
+    }
     ss_list_push(ss);
     ss_count++;
   }
@@ -126,7 +183,9 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
   s->free = NULL;
   HAK_STAT_PATH(TINY_SLAB_RELEASED, 1);
 
+  uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
+  purge_locked(now);
   slabs_in_use--;
   if (!ss->free_slabs)
     ss_list_push(ss);
@@ -139,12 +198,16 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
     hak_os_superslab_free(ss);
     return;
   }
-  /* Keep a bounded amount of free-slab memory resident, so that slab churn
-   * makes no system call while memory use still follows the working set. */
+  /* Keep the pages for the purge delay, so that slab churn makes no
+   * system call while memory use still follows the working set; past the
+   * limit (or with no delay), at once. */
   if (touched) {
-    if (dirty_count < dirty_limit) {
+    if (dirty_count < dirty_limit && purge_delay_ms) {
       ss->dirty_slabs |= bit;
+      ss->dirty_since_ms[idx] = now;
       dirty_count++;
+      if (now + purge_delay_ms < next_purge_ms)
+        next_purge_ms = now + purge_delay_ms;
     } else {
       hak_os_decommit(tiny_slab_start(s), HAK_TINY_SLAB_SIZE);
     }
@@ -201,6 +264,7 @@ struct hak_tiny_info hak_tiny_info(void) {
   pthread_mutex_lock(&ss_lock);
   info.superslabs = ss_count;
   info.slabs_in_use = slabs_in_use;
+  info.slabs_dirty = dirty_count;
   pthread_mutex_unlock(&ss_lock);
   pthread_mutex_unlock(&abandoned_lock);
   return info;

@@ -58,14 +58,16 @@ static size_t get_huge(const struct hak_config *c) { return c->huge_cache_mb; }
 static size_t get_dirty(const struct hak_config *c) { return c->tiny_dirty_slabs; }
 static size_t get_mid(const struct hak_config *c) { return c->mid_cache_kb; }
 static size_t get_signal(const struct hak_config *c) { return c->stats_signal; }
+static size_t get_purge(const struct hak_config *c) { return c->purge_delay_ms; }
 
 static const struct uint_var uint_vars[] = {
-    {"HAKMEM_SUPERSLAB_CACHE", get_ss_cache, 0, 64},
-    {"HAKMEM_SUPERSLAB_RESERVE", get_ss_reserve, 0, 64},
+    {"HAKMEM_SUPERSLAB_CACHE", get_ss_cache, 0, HAK_OS_SUPERSLAB_SLOTS},
+    {"HAKMEM_SUPERSLAB_RESERVE", get_ss_reserve, 0, HAK_OS_SUPERSLAB_SLOTS},
     {"HAKMEM_HUGE_CACHE_MB", get_huge, 0, 65536},
     {"HAKMEM_TINY_DIRTY_SLABS", get_dirty, 0, 4096},
     {"HAKMEM_MID_CACHE_KB", get_mid, 0, 4096},
     {"HAKMEM_STATS_SIGNAL", get_signal, 0, 64},
+    {"HAKMEM_PURGE_DELAY_MS", get_purge, 0, 3600000},
 };
 
 static void test_numbers(void **state) {

@@ -76,9 +76,10 @@ static void test_syscalls_counted(void **state) {
   (void)state;
   struct hak_stats_snapshot a, b;
   hak_stats_snapshot(&a);
-  /* Huge blocks larger than the huge cache keeps: each maps and unmaps. */
+  /* Huge blocks larger than the huge cache keeps (512 MiB): each maps and
+   * unmaps. */
   for (int i = 0; i < 3; i++) {
-    void *p = hak_malloc((size_t)100 << 20);
+    void *p = hak_malloc((size_t)600 << 20);
     assert_non_null(p);
     memset(p, 1, 4096);
     hak_free(p);

@@ -54,13 +54,30 @@ static uint64_t delta(const struct counters *c, enum hak_stat id) {
   return stat_get(id) - c->s.count[id];
 }
 
-static void configure(unsigned cache, unsigned reserve, size_t huge_bytes) {
+/* A purge delay no test outlives: nothing is purged for being old, so a
+ * test sees the bounds alone, however loaded the machine. */
+#define NEVER 3600000u
+
+static void configure_delay(unsigned cache, unsigned reserve, size_t huge_bytes,
+                            unsigned delay_ms) {
   struct hak_os_config cfg = default_config;
   cfg.superslab_cache = cache;
   cfg.superslab_reserve = reserve;
   cfg.huge_cache_bytes = huge_bytes;
+  cfg.purge_delay_ms = delay_ms;
   cfg.transparent_huge_pages = false;
   hak_os_configure(&cfg);
+}
+
+static void configure(unsigned cache, unsigned reserve, size_t huge_bytes) {
+  configure_delay(cache, reserve, huge_bytes, NEVER);
+}
+
+/* Sleeps past a purge delay of delay_ms, however coarse the clock. */
+static void wait_past(unsigned delay_ms) {
+  uint64_t start = hak_os_clock_ms();
+  while (hak_os_clock_ms() < start + delay_ms + 2)
+    usleep(1000);
 }
 
 static void assert_cache(unsigned committed, unsigned decommitted,
@@ -195,7 +212,9 @@ static void test_registry(void **state) {
   assert_true(hak_os_is_region(ss));
   assert_true(is_mapped(ss, SS));
 
-  /* A second free region finds the cache full and no reserve: unmapped. */
+  /* Two free regions and room for one's pages: the older is decommitted,
+   * still mapped; once the delay runs out and there is no reserve, it is
+   * unmapped (delay 0: at once). */
   char *a = hak_os_superslab_alloc(&zeroed);
   char *b = hak_os_superslab_alloc(&zeroed);
   assert_ptr_equal(a, ss);
@@ -203,10 +222,20 @@ static void test_registry(void **state) {
   assert_true(hak_os_is_region(b));
   hak_os_superslab_free(a);
   hak_os_superslab_free(b);
-  assert_cache(1, 0, 0, 0);
+  assert_cache(1, 1, 0, 0);
   assert_true(hak_os_is_region(a));
+  assert_true(hak_os_is_region(b));
+  configure_delay(1, 0, 0, 0);
+  assert_cache(0, 0, 0, 0);
+  assert_false(hak_os_is_region(a));
+  assert_false(is_mapped(a, SS));
   assert_false(hak_os_is_region(b));
   assert_false(is_mapped(b, SS));
+  configure(1, 0, 0);
+  a = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(a);
+  hak_os_superslab_free(a);
+  assert_cache(1, 0, 0, 0);
 
   /* Released caches unregister their regions. */
   hak_os_release_caches();
@@ -308,8 +337,10 @@ static void test_superslab_cold_reuse(void **state) {
   hak_os_superslab_free(b);
 }
 
-/* Frees go to the warm cache, then the reserve, then back to the kernel;
- * allocations take warm ones first, then reserve, then map. */
+/* Free superslabs keep their pages up to the bound (in superslabs' worth
+ * of bytes), the older ones decommitted; allocation takes the most recently
+ * freed first.  Once the delay has run out, the reserve keeps the newest
+ * decommitted ones mapped and the rest are unmapped. */
 static void test_superslab_cache_bounds(void **state) {
   (void)state;
   configure(2, 3, 0);
@@ -323,27 +354,21 @@ static void test_superslab_cache_bounds(void **state) {
   struct counters c = mark();
   for (int i = 0; i < 7; i++)
     hak_os_superslab_free(ss[i]);
-  assert_cache(2, 3, 0, 0);
-  for (int i = 0; i < 5; i++)
+  assert_cache(2, 5, 0, 0);
+  for (int i = 0; i < 7; i++)
     assert_true(hak_os_is_region(ss[i]));
-  for (int i = 5; i < 7; i++) {
-    assert_false(hak_os_is_region(ss[i]));
-    assert_false(is_mapped(ss[i], SS));
-  }
   if (HAK_GATE_COUNT_SYSCALLS) {
-    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 3);
-    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 2);
-    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_UNMAPPED), 2 * SS);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 5);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 0);
     assert_int_equal(delta(&c, HAK_STAT_OS_SUPERSLAB_RELEASED), 7);
   }
 
-  /* Warm ones first (LIFO), not zeroed; then the reserve, zeroed. */
-  static const int order[5] = {1, 0, 4, 3, 2};
+  /* Newest first: the committed ones, not zeroed, then the others. */
   c = mark();
-  for (int i = 0; i < 5; i++) {
+  for (int i = 6; i >= 0; i--) {
     void *p = hak_os_superslab_alloc(&zeroed);
-    assert_ptr_equal(p, ss[order[i]]);
-    assert_int_equal(zeroed, i >= 2);
+    assert_ptr_equal(p, ss[i]);
+    assert_int_equal(zeroed, i < 5);
   }
   assert_cache(0, 0, 0, 0);
   if (HAK_GATE_COUNT_SYSCALLS)
@@ -355,19 +380,120 @@ static void test_superslab_cache_bounds(void **state) {
   if (HAK_GATE_COUNT_SYSCALLS)
     assert_int_equal(delta(&c, HAK_STAT_SYS_MMAP), 1);
   hak_os_superslab_free(n);
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < 7; i++)
     hak_os_superslab_free(ss[i]);
-  assert_cache(2, 3, 0, 0);
+  assert_cache(2, 6, 0, 0);
 
-  /* Releasing the caches unmaps and unregisters warm and cold alike. */
+  /* The delay runs out (0): the reserve keeps the three most recently
+   * freed, decommitted; the five older are unmapped without a decommit. */
+  c = mark();
+  configure_delay(2, 3, 0, 0);
+  assert_cache(0, 3, 0, 0);
+  assert_false(hak_os_is_region(n));
+  for (int i = 0; i < 4; i++)
+    assert_false(hak_os_is_region(ss[i]));
+  for (int i = 4; i < 7; i++)
+    assert_true(hak_os_is_region(ss[i]));
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 5);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 2);
+  }
+
+  /* Releasing the caches unmaps and unregisters everything. */
   hak_os_release_caches();
   assert_cache(0, 0, 0, 0);
-  for (int i = 0; i < 5; i++) {
+  for (int i = 0; i < 7; i++) {
     assert_false(hak_os_is_region(ss[i]));
     assert_false(is_mapped(ss[i], SS));
   }
-  assert_false(hak_os_is_region(n));
-  assert_false(is_mapped(n, SS));
+}
+
+/* The delayed purge: free superslabs and huge regions keep their pages
+ * while the delay runs, and are given back once it has run out and this
+ * layer is entered again. */
+static void test_purge_delay(void **state) {
+  (void)state;
+  const unsigned delay = 20;
+  configure_delay(8, 2, 64 * MiB, delay);
+  bool zeroed;
+  unsigned char *ss[4];
+  for (int i = 0; i < 4; i++) {
+    ss[i] = hak_os_superslab_alloc(&zeroed);
+    assert_non_null(ss[i]);
+    memset(ss[i], 0x5C, SS);
+  }
+  size_t mapped;
+  char *h = hak_os_huge_alloc(6 * MiB, &mapped, &zeroed);
+  assert_non_null(h);
+  struct counters c = mark();
+  for (int i = 0; i < 4; i++)
+    hak_os_superslab_free(ss[i]);
+  hak_os_huge_free(h, mapped);
+  assert_cache(4, 0, 1, mapped);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 0);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 0);
+  }
+  size_t rss = hak_os_rss_current();
+
+  wait_past(delay);
+  hak_os_purge();
+  /* Decommitted, the two most recent kept as the reserve; the huge region
+   * unmapped. */
+  assert_cache(0, 2, 0, 0);
+  assert_false(hak_os_is_region(ss[0]));
+  assert_false(hak_os_is_region(ss[1]));
+  assert_true(hak_os_is_region(ss[2]));
+  assert_true(hak_os_is_region(ss[3]));
+  assert_true(all_zero(ss[3], SS));
+  assert_false(hak_os_is_region(h));
+  assert_true(hak_os_rss_current() + 12 * MiB <= rss);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 2);
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 3);
+  }
+  hak_os_release_caches();
+}
+
+/* A user that says how far it wrote: only that part counts against the
+ * bound, and only that part is decommitted. */
+static void test_superslab_dirty_extent(void **state) {
+  (void)state;
+  configure(1, 4, 0); /* room for one superslab's worth of pages */
+  size_t dirty = 77;
+  char *ss[5];
+  for (int i = 0; i < 5; i++) {
+    ss[i] = hak_os_superslab_alloc_dirty(&dirty);
+    assert_non_null(ss[i]);
+    assert_int_equal(dirty, 0); /* fresh */
+  }
+  /* Four of 1 MiB fit in the bound (the extent is rounded to pages). */
+  for (int i = 0; i < 4; i++)
+    hak_os_superslab_free_dirty(ss[i], MiB - 100);
+  assert_cache(4, 0, 0, 0);
+  /* One more byte-page over it: the oldest is decommitted. */
+  struct counters c = mark();
+  hak_os_superslab_free_dirty(ss[4], 1);
+  assert_cache(4, 1, 0, 0);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 1);
+    assert_int_equal(delta(&c, HAK_STAT_OS_BYTES_DECOMMITTED), MiB);
+  }
+  /* The extent comes back with the superslab: a page for the last one,
+   * 1 MiB for the others, 0 for the decommitted one. */
+  char *p = hak_os_superslab_alloc_dirty(&dirty);
+  assert_ptr_equal(p, ss[4]);
+  assert_int_equal(dirty, PAGE);
+  p = hak_os_superslab_alloc_dirty(&dirty);
+  assert_ptr_equal(p, ss[3]);
+  assert_int_equal(dirty, MiB);
+  for (int i = 2; i >= 0; i--) {
+    p = hak_os_superslab_alloc_dirty(&dirty);
+    assert_ptr_equal(p, ss[i]);
+    assert_int_equal(dirty, i == 0 ? 0 : MiB);
+  }
+  for (int i = 0; i < 5; i++)
+    hak_os_superslab_free(ss[i]);
 }
 
 /* ---- decommit ---------------------------------------------------------------- */
@@ -729,7 +855,7 @@ static void test_huge_cache_bounds(void **state) {
 
 static void test_syscall_counters(void **state) {
   (void)state;
-  configure(0, 0, 0);
+  configure_delay(0, 0, 0, 0); /* nothing kept */
   struct hak_stats_snapshot before;
   hak_stats_snapshot(&before);
   struct counters c = {before};
@@ -759,6 +885,7 @@ static void test_syscall_counters(void **state) {
   cfg.superslab_cache = 0;
   cfg.superslab_reserve = 0;
   cfg.huge_cache_bytes = 0;
+  cfg.purge_delay_ms = 0;
   cfg.transparent_huge_pages = true;
   hak_os_configure(&cfg);
   c = mark();
@@ -767,7 +894,7 @@ static void test_syscall_counters(void **state) {
   if (HAK_GATE_COUNT_SYSCALLS)
     assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 1);
   hak_os_superslab_free(ss);
-  configure(0, 0, 0);
+  configure_delay(0, 0, 0, 0); /* nothing kept */
 
   c = mark();
   size_t mapped;
@@ -860,7 +987,7 @@ static void test_injected_failure(void **state) {
 static void test_configure_clamps(void **state) {
   (void)state;
   configure(100000, 100000, 0);
-  enum { N = 160 };
+  enum { N = HAK_OS_SUPERSLAB_SLOTS + 40 };
   static void *ss[N];
   bool zeroed;
   for (int i = 0; i < N; i++) {
@@ -1083,6 +1210,8 @@ int main(void) {
       T(test_superslab_warm_reuse),
       T(test_superslab_cold_reuse),
       T(test_superslab_cache_bounds),
+      T(test_purge_delay),
+      T(test_superslab_dirty_extent),
       T(test_decommit_reads_zero),
       T(test_decommit_drops_rss),
       T(test_huge_rounding_alignment),

@@ -1,0 +1,201 @@
+/* test_purge.c - the delayed purge through the public API.
+ *
+ * Memory freed in bulk keeps its pages while the purge delay runs, so a
+ * batch allocated again makes no system call; once the delay has run out,
+ * the next slow path of the tier gives the pages back.  Nothing here
+ * depends on timing to pass: "no purge" runs with a delay of an hour, and
+ * "purge" waits longer than a short delay.  The system calls are asserted
+ * where they are counted (standard, observe); the occupancy functions and
+ * the resident set in every build.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core_internal.h"
+
+#define NEVER 3600000u
+#define SHORT 5u
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+/* The configuration every tier reads, as start-up would pass it down. */
+static void set_delay(unsigned ms) {
+  hak_config.purge_delay_ms = ms;
+  struct hak_tiny_config tiny = {.dirty_slab_limit = 4096,
+                                 .purge_delay_ms = ms};
+  hak_tiny_configure(&tiny);
+  struct hak_os_config os = hak_os_default_config();
+  os.purge_delay_ms = ms;
+  hak_os_configure(&os);
+}
+
+/* Sleeps past a purge delay of delay_ms, however coarse the clock. */
+static void wait_past(unsigned delay_ms) {
+  uint64_t start = hak_os_clock_ms();
+  while (hak_os_clock_ms() < start + delay_ms + 2)
+    usleep(1000);
+}
+
+static uint64_t count(enum hak_stat id) {
+  struct hak_stats_snapshot s;
+  hak_stats_snapshot(&s);
+  return s.count[id];
+}
+
+static int all_zero(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i])
+      return 0;
+  return 1;
+}
+
+/* A new thread's first tiny malloc takes a slab: the tiny slow path. */
+static void *tiny_slab_user(void *arg) {
+  (void)arg;
+  hak_free(hak_malloc(16));
+  return NULL;
+}
+
+enum { TINY_BLOCKS = 64 * 60 }; /* 1 KiB blocks: 60 slabs */
+static void *blocks[TINY_BLOCKS];
+
+static void tiny_round(void) {
+  for (int i = 0; i < TINY_BLOCKS; i++) {
+    blocks[i] = hak_malloc(1024);
+    assert_non_null(blocks[i]);
+    memset(blocks[i], 0x3A, 1024);
+  }
+  for (int i = 0; i < TINY_BLOCKS; i++)
+    hak_free(blocks[i]);
+}
+
+static void test_tiny_slabs(void **state) {
+  (void)state;
+  set_delay(NEVER);
+  tiny_round();
+  unsigned dirty = hak_tiny_info().slabs_dirty;
+  assert_true(dirty >= 50);
+
+  /* Reused within the delay: no madvise, and the slabs are dirty again. */
+  uint64_t madvise = count(HAK_STAT_SYS_MADVISE);
+  tiny_round();
+  assert_int_equal(count(HAK_STAT_SYS_MADVISE), madvise);
+  assert_true(hak_tiny_info().slabs_dirty >= 50);
+
+  /* Past the delay, the next slab taken purges them. */
+  uint64_t decommitted = count(HAK_STAT_OS_BYTES_DECOMMITTED);
+  set_delay(SHORT);
+  wait_past(SHORT);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, tiny_slab_user, NULL), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_true(hak_tiny_info().slabs_dirty <= 1); /* the thread's own */
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_true(count(HAK_STAT_OS_BYTES_DECOMMITTED) - decommitted >=
+                50 * HAK_TINY_SLAB_SIZE);
+}
+
+enum { MID_BLOCKS = 200 }; /* 64 KiB blocks: 12.5 MiB, 13 slabs */
+
+static void mid_round(void) {
+  for (int i = 0; i < MID_BLOCKS; i++) {
+    blocks[i] = hak_malloc(64 * KiB);
+    assert_non_null(blocks[i]);
+    memset(blocks[i], 0x5B, 64 * KiB);
+  }
+  for (int i = 0; i < MID_BLOCKS; i++)
+    hak_free(blocks[i]);
+}
+
+/* Free mid slabs whose pages are resident: dirty ones in the tier, and
+ * whole superslabs (four slabs) gone back to libhak-os's cache. */
+static unsigned mid_resident_free_slabs(void) {
+  return hak_mid_dirty_slabs() +
+         (unsigned)HAK_MID_SLABS * hak_os_cache_info().superslabs_committed;
+}
+
+static void test_mid_slabs(void **state) {
+  (void)state;
+  set_delay(NEVER);
+  mid_round();
+  assert_true(mid_resident_free_slabs() >= 8);
+  size_t rss = hak_os_rss_current();
+
+  uint64_t madvise = count(HAK_STAT_SYS_MADVISE);
+  mid_round();
+  assert_int_equal(count(HAK_STAT_SYS_MADVISE), madvise);
+  assert_true(mid_resident_free_slabs() >= 8);
+
+  /* Past the delay, the next slab taken (a class not used yet) purges the
+   * tier's slabs, the next entry into libhak-os (a large block) its
+   * cache. */
+  set_delay(SHORT);
+  wait_past(SHORT);
+  void *p = hak_malloc(100 * KiB);
+  assert_non_null(p);
+  assert_int_equal(hak_mid_dirty_slabs(), 0);
+  hak_free(hak_malloc(MiB));
+  assert_int_equal(hak_os_cache_info().superslabs_committed, 1); /* its own */
+  assert_true(hak_os_rss_current() + 8 * MiB <= rss);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_true(count(HAK_STAT_SYS_MADVISE) > madvise);
+  hak_free(p);
+}
+
+/* Large blocks: the superslab comes back from the cache without a system
+ * call, and calloc still returns zeros from a reused one. */
+static void test_large_reuse(void **state) {
+  (void)state;
+  set_delay(NEVER);
+  unsigned char *p = hak_malloc(MiB);
+  assert_non_null(p);
+  memset(p, 0xEE, MiB);
+  hak_free(p);
+  uint64_t mmaps = count(HAK_STAT_SYS_MMAP);
+  uint64_t munmaps = count(HAK_STAT_SYS_MUNMAP);
+  for (int i = 0; i < 100; i++) {
+    unsigned char *q = hak_malloc(MiB);
+    assert_non_null(q);
+    q[MiB - 1] = 1;
+    hak_free(q);
+  }
+  assert_int_equal(count(HAK_STAT_SYS_MMAP), mmaps);
+  assert_int_equal(count(HAK_STAT_SYS_MUNMAP), munmaps);
+
+  /* Written, freed, taken again by calloc: bigger and smaller. */
+  p = hak_malloc(MiB);
+  memset(p, 0xEE, MiB);
+  hak_free(p);
+  unsigned char *z = hak_calloc(1, 2 * MiB);
+  assert_non_null(z);
+  assert_true(all_zero(z, 2 * MiB));
+  memset(z, 0xEE, 2 * MiB);
+  hak_free(z);
+  z = hak_calloc(1, 300 * KiB);
+  assert_non_null(z);
+  assert_true(all_zero(z, 300 * KiB));
+  hak_free(z);
+
+  /* Past the delay, the cached superslabs are decommitted. */
+  set_delay(SHORT);
+  wait_past(SHORT);
+  hak_os_purge();
+  assert_int_equal(hak_os_cache_info().superslabs_committed, 0);
+}
+
+int main(void) {
+  hak_free(hak_malloc(1)); /* start-up first: it configures every tier */
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tiny_slabs),
+      cmocka_unit_test(test_mid_slabs),
+      cmocka_unit_test(test_large_reuse),
+  };
+  return cmocka_run_group_tests_name("purge", tests, NULL, NULL);
+}
