@@ -64,7 +64,8 @@ static void init_once_body(void) {
   hak_os_configure(&os);
   struct hak_tiny_config tiny = {.dirty_slab_limit =
                                      hak_config.tiny_dirty_slabs,
-                                 .purge_delay_ms = hak_config.purge_delay_ms};
+                                 .purge_delay_ms = hak_config.purge_delay_ms,
+                                 .audit_lists = hak_config.checks >= 2};
   hak_tiny_configure(&tiny);
   pthread_key_create(&exit_key, on_thread_exit);
   /* The child's only thread is the one that took every lock in fork_prepare:
@@ -80,7 +81,7 @@ static void init_once_body(void) {
                      "hakmem: build %s, stats=%d superslab_cache=%u "
                      "superslab_reserve=%u huge_cache_mb=%zu thp=%d "
                      "guard_pages=%d tiny_dirty_slabs=%u mid_cache_kb=%zu "
-                     "purge_delay_ms=%u stats_signal=%zu\n",
+                     "purge_delay_ms=%u stats_signal=%zu checks=%u\n",
                      HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
                      : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
                                                                  : "observe",
@@ -88,7 +89,8 @@ static void init_once_body(void) {
                      hak_config.superslab_reserve, hak_config.huge_cache_mb,
                      hak_config.thp, hak_config.guard_pages,
                      hak_config.tiny_dirty_slabs, hak_config.mid_cache_kb,
-                     hak_config.purge_delay_ms, hak_config.stats_signal);
+                     hak_config.purge_delay_ms, hak_config.stats_signal,
+                     hak_config.checks);
     if (n > 0)
       hak_os_write_stderr(msg,
                           (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);

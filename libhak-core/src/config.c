@@ -21,6 +21,7 @@
       .mid_cache_kb = 128,                                                    \
       .stats_signal = 0,                                                      \
       .guard_pages = false,                                                   \
+      .checks = HAK_GATE_CHECKS ? 1 : 0,                                      \
   }
 
 struct hak_config hak_config = CONFIG_DEFAULTS;
@@ -100,6 +101,13 @@ void hak_config_load(struct hak_config *cfg) {
   cfg->purge_delay_ms = (unsigned)x;
   parse_uint("HAKMEM_MID_CACHE_KB", 0, 4096, &cfg->mid_cache_kb);
   parse_uint("HAKMEM_STATS_SIGNAL", 0, 64, &cfg->stats_signal);
+  /* The per-call checks are compiled in (they cost too little to be worth
+   * a branch on every call); what the level adds runs on slow paths. */
+  x = cfg->checks;
+  parse_uint("HAKMEM_CHECKS", 1, 2, &x);
+  cfg->checks = (unsigned)x;
+  if (cfg->checks >= 2)
+    cfg->guard_pages = true;
 }
 #else
 /* The fast build has no runtime configuration: the library must not even

@@ -24,6 +24,8 @@ struct hak_config {
   size_t mid_cache_kb;      /* HAKMEM_MID_CACHE_KB, per class and thread */
   size_t stats_signal;      /* HAKMEM_STATS_SIGNAL: print the report on it */
   bool guard_pages;         /* HAKMEM_GUARD_PAGES: no-access page after large blocks */
+  unsigned checks;          /* HAKMEM_CHECKS: 0 (fast build), 1 every per-call
+                               check, 2 also audits and guard pages */
 };
 
 /* The configuration in force: defaults in the fast build, the defaults

@@ -257,6 +257,8 @@ HAK_INTERNAL void hak_tiny_fork_parent(void);
 struct hak_tiny_config {
   unsigned dirty_slab_limit; /* free slabs that may stay resident at most */
   unsigned purge_delay_ms;   /* a free slab unused this long is decommitted */
+  bool audit_lists; /* checked builds: walk a slab's free list when it is
+                       taken, every link and freed marker (HAKMEM_CHECKS=2) */
 };
 HAK_INTERNAL void hak_tiny_configure(const struct hak_tiny_config *cfg);
 

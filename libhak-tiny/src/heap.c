@@ -103,8 +103,28 @@ static void *carve(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   return first;
 }
 
+/* HAKMEM_CHECKS=2: before a slab's free list is handed to the heap, every
+ * block on it must still look freed: a valid link (hak_tiny_next checks
+ * it), a block start, the freed marker in place (a write after free into
+ * the second word is caught here, which the per-call checks do not see),
+ * and as many blocks as the slab's count says (a cycle or a lost tail). */
+static HAK_COLD void audit_free_list(const struct hak_tiny_slab *s) {
+  uint32_t expect = tiny_slab_carved_blocks(s) - s->used;
+  uint32_t n = 0;
+  for (void *p = s->free; p; p = hak_tiny_next(p)) {
+    if (++n > expect || !hak_tiny_is_block_start(s, p) ||
+        (HAK_GATE_CHECK_DOUBLE_FREE &&
+         ((const uint64_t *)p)[1] != hak_tiny_secret))
+      hak_tiny_corrupt(p);
+  }
+  if (n != expect)
+    hak_tiny_corrupt(s->free);
+}
+
 /* Makes s the current slab of its class, taking its free list. */
 static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
+  if (HAK_GATE_CHECKS && HAK_UNLIKELY(tiny_audit_lists) && s->free)
+    audit_free_list(s);
   s->state = SLAB_CURRENT;
   __atomic_store_n(&s->owner, h->id, __ATOMIC_RELAXED);
   h->cur[s->cls] = s;

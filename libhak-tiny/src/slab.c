@@ -12,6 +12,7 @@
 static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hak_tiny_superslab *ss_with_free; /* superslabs with a free slab */
 static unsigned ss_count, slabs_in_use, dirty_count;
+bool tiny_audit_lists;
 /* Free slabs keep their pages ("dirty") for the purge delay, so that a
  * batch freed and allocated again makes no system call; the limit caps what
  * a burst leaves resident within one delay (1024: 64 MiB). */
@@ -37,6 +38,7 @@ void hak_tiny_configure(const struct hak_tiny_config *cfg) {
   pthread_mutex_lock(&ss_lock);
   dirty_limit = cfg->dirty_slab_limit;
   purge_delay_ms = cfg->purge_delay_ms;
+  tiny_audit_lists = HAK_GATE_CHECKS && cfg->audit_lists;
   next_purge_ms = 0; /* look again under the new delay */
   pthread_mutex_unlock(&ss_lock);
 }

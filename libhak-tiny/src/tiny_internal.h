@@ -12,6 +12,9 @@ enum slab_state {
   SLAB_ABANDONED, /* its heap's thread exited; waiting for adoption */
 };
 
+/* HAKMEM_CHECKS=2: audit a slab's free list when a heap takes it. */
+extern bool tiny_audit_lists;
+
 /* slab.c: slabs from superslabs, and the abandoned lists. */
 struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner);
 void tiny_slab_release(struct hak_tiny_slab *s);

@@ -198,6 +198,37 @@ static void test_double_free_tiny_idle_slabs(void **state) {
     hak_free(idle_blocks[i]);
 }
 
+/* HAKMEM_CHECKS=2 (the api_misuse_checks2 run): a write after free into a
+ * block of a partial slab, where the link stays intact, is found when the
+ * slab's list is taken, before any of it is handed out again. */
+static char *audit_blocks[600];
+
+static void write_after_free_then_refill(void *arg) {
+  (void)arg;
+  hak_free(audit_blocks[0]); /* full -> partial */
+  hak_free(audit_blocks[1]);
+  ((volatile uint64_t *)audit_blocks[1])[1] = 0x4141414141414141ull;
+  for (int i = 0; i < 600; i++) /* the current slab runs out */
+    if (!hak_malloc(512))
+      _exit(95);
+}
+
+static void test_audit_finds_write_after_free(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const char *level = getenv("HAKMEM_CHECKS");
+  if (!level || strcmp(level, "2") != 0)
+    skip(); /* level 1 does not audit */
+  for (int i = 0; i < 300; i++) {
+    audit_blocks[i] = hak_malloc(512);
+    assert_non_null(audit_blocks[i]);
+  }
+  expect_abort(write_after_free_then_refill, NULL, "corrupted free list",
+               audit_blocks[1]);
+  for (int i = 0; i < 300; i++)
+    hak_free(audit_blocks[i]);
+}
+
 static void test_double_free_mid(void **state) {
   (void)state;
   REQUIRE_CHECKS();
@@ -354,6 +385,7 @@ int main(void) {
       cmocka_unit_test(test_double_free_tiny),
       cmocka_unit_test(test_double_free_tiny_remote),
       cmocka_unit_test(test_double_free_tiny_idle_slabs),
+      cmocka_unit_test(test_audit_finds_write_after_free),
       cmocka_unit_test(test_double_free_mid),
       cmocka_unit_test(test_double_free_large),
       cmocka_unit_test(test_realloc_zero_frees),

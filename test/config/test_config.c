@@ -52,13 +52,22 @@ struct uint_var {
   size_t lo, hi;
 };
 
-static size_t get_ss_cache(const struct hak_config *c) { return c->superslab_cache; }
-static size_t get_ss_reserve(const struct hak_config *c) { return c->superslab_reserve; }
+static size_t get_ss_cache(const struct hak_config *c) {
+  return c->superslab_cache;
+}
+static size_t get_ss_reserve(const struct hak_config *c) {
+  return c->superslab_reserve;
+}
 static size_t get_huge(const struct hak_config *c) { return c->huge_cache_mb; }
-static size_t get_dirty(const struct hak_config *c) { return c->tiny_dirty_slabs; }
+static size_t get_dirty(const struct hak_config *c) {
+  return c->tiny_dirty_slabs;
+}
 static size_t get_mid(const struct hak_config *c) { return c->mid_cache_kb; }
 static size_t get_signal(const struct hak_config *c) { return c->stats_signal; }
-static size_t get_purge(const struct hak_config *c) { return c->purge_delay_ms; }
+static size_t get_purge(const struct hak_config *c) {
+  return c->purge_delay_ms;
+}
+static size_t get_checks(const struct hak_config *c) { return c->checks; }
 
 static const struct uint_var uint_vars[] = {
     {"HAKMEM_SUPERSLAB_CACHE", get_ss_cache, 0, HAK_OS_SUPERSLAB_SLOTS},
@@ -68,6 +77,7 @@ static const struct uint_var uint_vars[] = {
     {"HAKMEM_MID_CACHE_KB", get_mid, 0, 4096},
     {"HAKMEM_STATS_SIGNAL", get_signal, 0, 64},
     {"HAKMEM_PURGE_DELAY_MS", get_purge, 0, 3600000},
+    {"HAKMEM_CHECKS", get_checks, 1, 2},
 };
 
 static void test_numbers(void **state) {
@@ -92,7 +102,8 @@ static void test_numbers(void **state) {
     }
     /* Invalid or out of range: default kept, one warning line. */
     snprintf(val, sizeof val, "%zu", v->hi + 1);
-    const char *bad[] = {"banana", "", "-1", "12x", val, "99999999999999999999999"};
+    const char *bad[] = {"banana", "",  "-1",
+                         "12x",    val, "99999999999999999999999"};
     for (int k = 0; k < 6; k++) {
       struct hak_config c = load_with(v->name, bad[k], err, sizeof err);
       assert_int_equal(v->get(&c), dflt);
@@ -123,7 +134,8 @@ static void test_stats_choice(void **state) {
             {"1", HAK_REPORT_TEXT},  {"text", HAK_REPORT_TEXT},
             {"on", HAK_REPORT_TEXT}, {"json", HAK_REPORT_JSON}};
   for (int k = 0; k < 6; k++) {
-    struct hak_config c = load_with("HAKMEM_STATS", ok[k].value, err, sizeof err);
+    struct hak_config c =
+        load_with("HAKMEM_STATS", ok[k].value, err, sizeof err);
     assert_int_equal(c.stats, HAK_GATE_ENV_CONFIG ? ok[k].expect : def.stats);
     assert_string_equal(err, "");
   }
@@ -158,11 +170,34 @@ static void test_booleans(void **state) {
   }
 }
 
+/* The checks level: 1 is the default of the checked builds; the per-call
+ * checks cannot be switched off at run time (0 is refused: that is the fast
+ * build); 2 adds the audits and guard pages. */
+static void test_checks_level(void **state) {
+  (void)state;
+  struct hak_config def;
+  hak_config_defaults(&def);
+  assert_int_equal(def.checks, HAK_GATE_CHECKS ? 1 : 0);
+  char err[512];
+  struct hak_config c = load_with("HAKMEM_CHECKS", "0", err, sizeof err);
+  assert_int_equal(c.checks, def.checks);
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(lines(err), 1);
+    assert_non_null(strstr(err, "HAKMEM_CHECKS=0 "));
+    assert_non_null(strstr(err, "using 1\n"));
+  }
+  c = load_with("HAKMEM_CHECKS", "2", err, sizeof err);
+  assert_int_equal(c.guard_pages, HAK_GATE_ENV_CONFIG ? true : false);
+  c = load_with("HAKMEM_CHECKS", "1", err, sizeof err);
+  assert_false(c.guard_pages);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_stats_choice),
       cmocka_unit_test(test_booleans),
+      cmocka_unit_test(test_checks_level),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
