@@ -127,7 +127,7 @@ static inline void *hak_tiny_link_get(const void *p, uint64_t key) {
   if (!HAK_GATE_ENCODE_LINKS)
     return (void *)v;
   uintptr_t t = v ^ key; /* next ^ p */
-  if (HAK_UNLIKELY((t >> HAK_TINY_SLAB_SHIFT) && t != (uintptr_t)p))
+  if (HAK_UNLIKELY(t >= HAK_TINY_SLAB_SIZE && t != (uintptr_t)p))
     hak_tiny_corrupt(p);
   return (void *)(t ^ (uintptr_t)p);
 }
@@ -191,19 +191,21 @@ static inline bool hak_tiny_is_block_start(const struct hak_tiny_slab *s,
          off < __atomic_load_n(&s->carved, __ATOMIC_RELAXED);
 }
 
-/* Whether freeing p into slab s is misuse (checked builds): a double free,
- * or a pointer that is not a block this slab handed out (interior, slab 0,
- * a free slab).  The marker is read 8-byte aligned: p may be any misused
- * pointer, even the last byte of a superslab, and for a block start the
- * alignment changes nothing. */
+/* Whether freeing p into slab s is misuse (checked builds): a pointer that
+ * is not a block this slab handed out (interior, slab 0, a free slab), or a
+ * double free.  The marker is read only once p is known to be a block start
+ * (so never past the end of a superslab); without that check, 16-byte
+ * aligned. */
 static inline bool hak_tiny_bad_free_of(const struct hak_tiny_slab *s,
                                         const void *p, uint64_t key) {
-  bool bad = false;
-  if (HAK_GATE_CHECK_DOUBLE_FREE)
-    bad |= ((const uint64_t *)((uintptr_t)p & ~(uintptr_t)15))[1] == key;
-  if (HAK_GATE_CHECK_BLOCK_START)
-    bad |= !hak_tiny_is_block_start(s, p);
-  return bad;
+  if (HAK_GATE_CHECK_BLOCK_START && !hak_tiny_is_block_start(s, p))
+    return true;
+  if (HAK_GATE_CHECK_DOUBLE_FREE) {
+    uintptr_t at = HAK_GATE_CHECK_BLOCK_START ? (uintptr_t)p
+                                              : (uintptr_t)p & ~(uintptr_t)15;
+    return ((const uint64_t *)at)[1] == key;
+  }
+  return false;
 }
 
 /* free of a block in a tiny region.  The owner word alone routes it:
@@ -222,24 +224,28 @@ static inline void hak_tiny_free(void *p) {
   unsigned cls = s->cls; /* read now: the slab may be released below */
   if (HAK_LIKELY(owner == id)) {
     if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
-      hak_tiny_bad_free(p, s);
+      goto slow;
     hak_tiny_mark_freed(p, key);
     hak_tiny_link_set(p, hak_tiny_heap.free[cls], key);
     hak_tiny_heap.free[cls] = p;
   } else if (owner == (id | HAK_TINY_OWNER_IDLE)) {
     if (HAK_UNLIKELY(hak_tiny_bad_free_of(s, p, key)))
-      hak_tiny_bad_free(p, s);
+      goto slow;
     hak_tiny_mark_freed(p, key);
     hak_tiny_link_set(p, s->free, key);
     s->free = p;
     if (HAK_UNLIKELY(--s->used == 0))
       hak_tiny_slab_emptied(s);
   } else {
-    hak_tiny_free_slow(p, s);
-    return;
+    goto slow;
   }
   HAK_STAT_PATH(TINY_FREE_LOCAL, 1);
   HAK_STAT_CLASS_FREE(cls);
+  return;
+slow:
+  /* Everything else, misuse included: the slow path checks again and
+   * reports.  A tail call, so the fast path sets up no stack frame. */
+  hak_tiny_free_slow(p, s);
 }
 
 HAK_INTERNAL size_t hak_tiny_usable_size(const void *p);
