@@ -365,7 +365,7 @@ static void *pvalloc_impl(size_t size) {
  * tell memcheck where blocks begin and end, and silence it while hakmem's own
  * code touches freed blocks (their links and markers). */
 
-void *hak_malloc(size_t size) {
+HAK_HOT_ENTRY void *hak_malloc(size_t size) {
   VG_ENTER();
   void *p = malloc_impl(size);
   VG_ALLOC(p, 0);
@@ -373,7 +373,7 @@ void *hak_malloc(size_t size) {
   return p;
 }
 
-void hak_free(void *p) {
+HAK_HOT_ENTRY void hak_free(void *p) {
   VG_ENTER();
   VG_FREE(p);
   free_impl(p);

@@ -59,6 +59,12 @@
 #define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_COLD __attribute__((noinline, cold))
+/* malloc and free start on a cache line: both then span the fewest lines
+ * and fetch blocks.  Measured in libhakmem.so under LD_PRELOAD on Mixed:
+ * +3 % (123.3 -> 126.9 M ops/s median of 6, interleaved); the static
+ * build, where they happened to sit well, is unchanged.  Aligning every
+ * function (-falign-functions=64) gives the same and pads the cold ones. */
+#define HAK_HOT_ENTRY __attribute__((aligned(64)))
 
 /* ---- valgrind (HAKMEM_VALGRIND builds) ----------------------------------
  * memcheck is told where blocks begin and end by libhak-core; here, what
