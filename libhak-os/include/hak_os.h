@@ -118,11 +118,11 @@ static inline bool hak_os_is_region(const void *ss) {
 /* Bounds of the caches and the purge delay (from the configuration, set
  * once at start-up). */
 struct hak_os_config {
-  unsigned superslab_cache;    /* resident pages free superslabs may keep,
-                                  in superslabs (x HAK_SUPERSLAB_SIZE bytes) */
-  unsigned superslab_reserve;  /* decommitted ones kept mapped after the delay */
-  size_t huge_cache_bytes;     /* bytes of freed huge regions kept */
-  unsigned purge_delay_ms;     /* free regions unused this long are given back */
+  unsigned superslab_cache;   /* resident pages free superslabs may keep,
+                                 in superslabs (x HAK_SUPERSLAB_SIZE bytes) */
+  unsigned superslab_reserve; /* decommitted ones kept mapped after the delay */
+  size_t huge_cache_bytes;    /* bytes of freed huge regions kept */
+  unsigned purge_delay_ms;    /* free regions unused this long are given back */
   bool transparent_huge_pages; /* advise THP on superslabs */
 };
 HAK_INTERNAL void hak_os_configure(const struct hak_os_config *cfg);
@@ -131,6 +131,38 @@ HAK_INTERNAL struct hak_os_config hak_os_default_config(void);
 /* Milliseconds of a monotonic clock, read without a system call (vDSO);
  * for the purge delays of every layer, on slow paths only. */
 HAK_INTERNAL uint64_t hak_os_clock_ms(void);
+
+/* For the tiers' purges of free slabs (tiny and mid): of the slabs whose
+ * bits are set in `dirty`, the ones freed (since[i]) at least `delay` ms
+ * before `now`; *next_due is lowered to the earliest time one of the others
+ * comes due. */
+static inline uint64_t hak_os_expired(uint64_t dirty, const uint64_t *since,
+                                      uint64_t now, uint64_t delay,
+                                      uint64_t *next_due) {
+  uint64_t expired = 0;
+  for (; dirty; dirty &= dirty - 1) {
+    unsigned i = (unsigned)__builtin_ctzll(dirty);
+    uint64_t due = since[i] + delay;
+    if (now >= due)
+      expired |= (uint64_t)1 << i;
+    else if (due < *next_due)
+      *next_due = due;
+  }
+  return expired;
+}
+
+/* Takes the lowest run of set bits off *mask, bits [*first, *first + *len)
+ * (adjacent slabs, decommitted with one call); false once *mask is empty. */
+static inline bool hak_os_next_run(uint64_t *mask, unsigned *first,
+                                   unsigned *len) {
+  if (!*mask)
+    return false;
+  *first = (unsigned)__builtin_ctzll(*mask);
+  uint64_t rest = ~(*mask >> *first); /* zero only if the run reaches bit 63 */
+  *len = rest ? (unsigned)__builtin_ctzll(rest) : 64 - *first;
+  *mask = *len == 64 ? 0 : *mask & ~((((uint64_t)1 << *len) - 1) << *first);
+  return true;
+}
 
 /* Gives back the cached regions whose purge delay has run out.  Every
  * entry into this layer does it anyway; tests call it directly. */

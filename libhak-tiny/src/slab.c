@@ -10,7 +10,8 @@
 #include <pthread.h>
 
 static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hak_tiny_superslab *ss_with_free; /* superslabs with a free slab */
+static struct hak_tiny_superslab
+    *ss_with_free; /* superslabs with a free slab */
 static unsigned ss_count, slabs_in_use, dirty_count;
 bool tiny_audit_lists;
 /* Free slabs keep their pages ("dirty") for the purge delay, so that a
@@ -29,7 +30,8 @@ static unsigned abandoned_count;
 static bool abandoned_any[HAK_TINY_CLASSES];
 
 static void note_abandoned(unsigned cls) {
-  __atomic_store_n(&abandoned_any[cls], abandoned[cls] != NULL, __ATOMIC_RELAXED);
+  __atomic_store_n(&abandoned_any[cls], abandoned[cls] != NULL,
+                   __ATOMIC_RELAXED);
 }
 
 #define ALL_SLABS (~(uint64_t)1) /* slab 0 holds the header */
@@ -75,25 +77,13 @@ static void purge_locked(uint64_t now) {
     return;
   uint64_t next = UINT64_MAX;
   for (struct hak_tiny_superslab *ss = ss_with_free; ss; ss = ss->next) {
-    uint64_t expired = 0;
-    for (uint64_t d = ss->dirty_slabs; d; d &= d - 1) {
-      unsigned i = (unsigned)__builtin_ctzll(d);
-      uint64_t due = ss->dirty_since_ms[i] + purge_delay_ms;
-      if (now >= due)
-        expired |= (uint64_t)1 << i;
-      else if (due < next)
-        next = due;
-    }
+    uint64_t expired = hak_os_expired(ss->dirty_slabs, ss->dirty_since_ms, now,
+                                      purge_delay_ms, &next);
     ss->dirty_slabs &= ~expired;
     dirty_count -= (unsigned)__builtin_popcountll(expired);
-    while (expired) {
-      /* Slab 0 is never free, so a run is shorter than 64 bits. */
-      unsigned first = (unsigned)__builtin_ctzll(expired);
-      unsigned len = (unsigned)__builtin_ctzll(~(expired >> first));
+    for (unsigned first, len; hak_os_next_run(&expired, &first, &len);)
       hak_os_decommit((char *)ss + (size_t)first * HAK_TINY_SLAB_SIZE,
                       (size_t)len * HAK_TINY_SLAB_SIZE);
-      expired &= ~((((uint64_t)1 << len) - 1) << first);
-    }
   }
   next_purge_ms = next;
 }
@@ -281,4 +271,3 @@ void hak_tiny_fork_parent(void) {
   pthread_mutex_unlock(&ss_lock);
   pthread_mutex_unlock(&abandoned_lock);
 }
-

@@ -1195,6 +1195,50 @@ static void test_write_stderr(void **state) {
   assert_memory_equal(back, msg, sizeof msg);
 }
 
+/* The purge helpers the tiers share: runs of a mask, expiry by time. */
+static void test_purge_helpers(void **state) {
+  (void)state;
+  struct {
+    uint64_t mask;
+    unsigned runs[4][2]; /* first, len */
+    int n;
+  } cases[] = {
+      {0, {{0}}, 0},
+      {1, {{0, 1}}, 1},
+      {(uint64_t)1 << 63, {{63, 1}}, 1},
+      {UINT64_MAX, {{0, 64}}, 1},
+      {UINT64_MAX << 1, {{1, 63}}, 1},
+      {0xF0F1, {{0, 1}, {4, 4}, {12, 4}}, 3},
+      {0x6, {{1, 2}}, 1},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    uint64_t m = cases[c].mask;
+    unsigned first, len;
+    int n = 0;
+    while (hak_os_next_run(&m, &first, &len)) {
+      assert_true(n < cases[c].n);
+      assert_int_equal(first, cases[c].runs[n][0]);
+      assert_int_equal(len, cases[c].runs[n][1]);
+      n++;
+    }
+    assert_int_equal(n, cases[c].n);
+    assert_int_equal(m, 0);
+  }
+  uint64_t since[64] = {0};
+  since[1] = 100; /* due 110: expired at 110 */
+  since[2] = 105; /* due 115 */
+  since[5] = 90;  /* due 100 */
+  since[7] = 200; /* not dirty: ignored */
+  uint64_t next = UINT64_MAX;
+  uint64_t dirty = (1u << 1) | (1u << 2) | (1u << 5);
+  assert_int_equal(hak_os_expired(dirty, since, 110, 10, &next),
+                   (1u << 1) | (1u << 5));
+  assert_int_equal(next, 115);
+  next = UINT64_MAX;
+  assert_int_equal(hak_os_expired(dirty, since, 99, 10, &next), 0);
+  assert_int_equal(next, 100);
+}
+
 int main(void) {
   default_config = hak_os_default_config();
   /* Warm-up: the registry is mapped by the first allocation; doing it here
@@ -1211,6 +1255,7 @@ int main(void) {
       T(test_superslab_cold_reuse),
       T(test_superslab_cache_bounds),
       T(test_purge_delay),
+      T(test_purge_helpers),
       T(test_superslab_dirty_extent),
       T(test_decommit_reads_zero),
       T(test_decommit_drops_rss),
