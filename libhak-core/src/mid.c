@@ -22,6 +22,8 @@ struct mid_slab {
   uint32_t div_magic; /* ceil(2^32 / block_size) */
   uint16_t cls;
   uint16_t in_use;
+  uint32_t touched; /* bytes from the slab's base that may be non-zero (the
+                       rest is untouched since mapped or decommitted) */
   char *start;
   struct mid_slab *next, *prev; /* in the class's list */
 };
@@ -94,27 +96,42 @@ static inline uint64_t freed_mark(const void *p) {
 }
 
 /* Free-list links, encoded in checked builds as in the tiny front; a
- * decoded link must lead to another block of a mid region. */
-static inline void set_next(void *p, void *next) {
-  uintptr_t v = (uintptr_t)next;
+ * decoded link must lead to another block of a mid region.  Bit 0 of a
+ * link (blocks are 16-byte aligned) says that the block holding it is
+ * fresh: carved from pages untouched since they were mapped or
+ * decommitted, so that all of it but its first two words (the link and the
+ * freed marker) reads zero and calloc need not clear it. */
+#define FRESH ((uintptr_t)1)
+
+static inline void set_link(void *p, uintptr_t v) {
   if (HAK_GATE_ENCODE_LINKS)
     v ^= hak_tiny_secret ^ (uintptr_t)p;
   *(uintptr_t *)p = v;
+}
+
+static inline void set_next(void *p, void *next) {
+  set_link(p, (uintptr_t)next);
 }
 
 static HAK_COLD void corrupt(const void *p) {
   hak_misuse("malloc", "corrupted free list (a freed block was overwritten)", p);
 }
 
-static inline void *next_of(const void *p) {
+/* The link as stored, decoded: the next block | FRESH. */
+static inline uintptr_t link_of(const void *p) {
   uintptr_t v = *(const uintptr_t *)p;
   if (HAK_GATE_ENCODE_LINKS) {
     v ^= hak_tiny_secret ^ (uintptr_t)p;
-    if (v && ((v & 15) || ((uintptr_t)v & HAK_SUPERSLAB_MASK) == 0 ||
-              hak_os_kind_checked((void *)v) != HAK_REGION_MID))
+    uintptr_t next = v & ~FRESH;
+    if (next && ((next & 15) || (next & HAK_SUPERSLAB_MASK) == 0 ||
+                 hak_os_kind_checked((void *)next) != HAK_REGION_MID))
       corrupt(p);
   }
-  return (void *)v;
+  return v;
+}
+
+static inline void *next_of(const void *p) {
+  return (void *)(link_of(p) & ~FRESH);
 }
 
 /* ---- slabs ------------------------------------------------------------ */
@@ -128,6 +145,8 @@ static void decommit_slabs(struct mid_superslab *ss, unsigned first,
   size_t begin = first == 0 ? HAK_MID_HEADER : 0;
   hak_os_decommit((char *)ss + first * HAK_MID_SLAB_SIZE + begin,
                   n * HAK_MID_SLAB_SIZE - begin);
+  for (unsigned i = first; i < first + n; i++)
+    ss->slabs[i].touched = i == 0 ? (uint32_t)HAK_MID_HEADER : 0;
 }
 
 static void mark_dirty(struct mid_superslab *ss, uint32_t slabs, uint64_t now) {
@@ -169,32 +188,74 @@ static void purge_locked(uint64_t now) {
   oldest_dirty_ms = oldest;
 }
 
+/* Makes ss, just taken from libhak-os, one of ours and puts it on the list;
+ * dirty: how many bytes from its start may be non-zero (libhak-os).  Called
+ * with ss_lock held. */
+static void superslab_adopt(struct mid_superslab *ss, size_t dirty,
+                            uint64_t now) {
+  memset(ss, 0, sizeof *ss);
+  hak_os_set_kind(ss, HAK_REGION_MID);
+  ss->region.size = HAK_SUPERSLAB_SIZE;
+  ss->free_slabs = ALL_SLABS;
+  if (dirty < HAK_MID_HEADER)
+    dirty = HAK_MID_HEADER; /* just written */
+  uint32_t resident = 0;
+  for (unsigned i = 0; i < HAK_MID_SLABS; i++) {
+    size_t base = (size_t)i * HAK_MID_SLAB_SIZE;
+    size_t n = dirty > base ? dirty - base : 0;
+    ss->slabs[i].touched =
+        (uint32_t)(n < HAK_MID_SLAB_SIZE ? n : HAK_MID_SLAB_SIZE);
+    if (n > (i == 0 ? HAK_MID_HEADER : 0))
+      resident |= 1u << i;
+  }
+  /* Those pages may be resident from its last use: as free slabs', the
+   * delay (or the limit) applies to them. */
+  if (resident) {
+    if (dirty_count + HAK_MID_SLABS <= MID_DIRTY_LIMIT)
+      mark_dirty(ss, resident, now);
+    else
+      decommit_slabs(ss, 0, HAK_MID_SLABS);
+  }
+  ss->next = ss_with_free;
+  ss_with_free = ss;
+}
+
+/* The superslab to take a slab from, preferring resident pages: one of ours
+ * with a dirty free slab, else a cached superslab that kept its pages (a
+ * free slab that is not dirty was never touched or was decommitted, and
+ * each of its pages would fault), else one of ours with any free slab,
+ * else a new one.  Called with ss_lock held; may drop it. */
+static struct mid_superslab *superslab_for_slab(uint64_t now) {
+  if (dirty_count) {
+    for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next)
+      if (ss->free_slabs & ss->dirty_slabs)
+        return ss;
+  }
+  /* Lock order: ss_lock, then libhak-os's lock. */
+  size_t dirty;
+  struct mid_superslab *ss = hak_os_superslab_alloc_resident(&dirty);
+  if (ss) {
+    superslab_adopt(ss, dirty, now);
+    return ss;
+  }
+  if (ss_with_free)
+    return ss_with_free;
+  pthread_mutex_unlock(&ss_lock);
+  ss = hak_os_superslab_alloc_dirty(&dirty);
+  pthread_mutex_lock(&ss_lock);
+  if (ss)
+    superslab_adopt(ss, dirty, now);
+  return ss;
+}
+
 static struct mid_slab *slab_new(unsigned cls) {
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
   purge_locked(now);
-  struct mid_superslab *ss = ss_with_free;
+  struct mid_superslab *ss = superslab_for_slab(now);
   if (!ss) {
     pthread_mutex_unlock(&ss_lock);
-    bool zeroed;
-    ss = hak_os_superslab_alloc(&zeroed);
-    if (!ss)
-      return NULL;
-    memset(ss, 0, sizeof *ss);
-    hak_os_set_kind(ss, HAK_REGION_MID);
-    ss->region.size = HAK_SUPERSLAB_SIZE;
-    ss->free_slabs = ALL_SLABS;
-    pthread_mutex_lock(&ss_lock);
-    if (!zeroed) {
-      /* Its pages may be resident from its last use: as free slabs', the
-       * delay (or the limit) applies to them. */
-      if (dirty_count + HAK_MID_SLABS <= MID_DIRTY_LIMIT)
-        mark_dirty(ss, ALL_SLABS, now);
-      else
-        decommit_slabs(ss, 0, HAK_MID_SLABS);
-    }
-    ss->next = ss_with_free;
-    ss_with_free = ss;
+    return NULL;
   }
   /* Prefer a slab whose pages are still resident. */
   uint32_t pick = ss->free_slabs & ss->dirty_slabs;
@@ -204,8 +265,15 @@ static struct mid_slab *slab_new(unsigned cls) {
     dirty_count--;
   }
   ss->free_slabs &= ~(1u << idx);
-  if (!ss->free_slabs)
-    ss_with_free = ss->next;
+  if (!ss->free_slabs) {
+    /* Not necessarily the list's head any more (superslab_for_slab). */
+    for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
+      if (*q == ss) {
+        *q = ss->next;
+        break;
+      }
+    }
+  }
   pthread_mutex_unlock(&ss_lock);
 
   struct mid_slab *s = &ss->slabs[idx];
@@ -229,6 +297,10 @@ static void slab_release(struct mid_slab *s) {
   unsigned idx = (unsigned)(s - ss->slabs);
   /* Read without the lock by the checked free: relaxed atomics. */
   __atomic_store_n(&s->in_use, 0, __ATOMIC_RELAXED);
+  size_t end = (size_t)(s->start - (char *)ss) - idx * HAK_MID_SLAB_SIZE +
+               (size_t)s->carved * s->block_size;
+  if (end > s->touched)
+    s->touched = (uint32_t)end;
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
@@ -247,7 +319,12 @@ static void slab_release(struct mid_slab *s) {
   ss->free_slabs |= 1u << idx;
   if (ss->free_slabs == ALL_SLABS) {
     /* The whole superslab goes back to libhak-os, whose cache applies the
-     * same delay to it. */
+     * same delay to it, with the extent that may be resident: the next
+     * user knows the rest reads zero and costs no clearing. */
+    size_t extent = HAK_MID_HEADER;
+    for (unsigned i = 0; i < HAK_MID_SLABS; i++)
+      if (ss->slabs[i].touched)
+        extent = (size_t)i * HAK_MID_SLAB_SIZE + ss->slabs[i].touched;
     dirty_count -= (unsigned)__builtin_popcount(ss->dirty_slabs);
     ss->dirty_slabs = 0;
     for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
@@ -257,7 +334,7 @@ static void slab_release(struct mid_slab *s) {
       }
     }
     pthread_mutex_unlock(&ss_lock);
-    hak_os_superslab_free(ss);
+    hak_os_superslab_free_dirty(ss, extent);
     return;
   }
   pthread_mutex_unlock(&ss_lock);
@@ -322,17 +399,21 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
     }
     if (s->used == 0)
       c->empty--;
+    /* Slabs are aligned to their size (slab 0 starts past the header). */
+    char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
     while (got < n && slab_has_block(s)) {
       void *p;
+      uintptr_t fresh = 0;
       if (s->free) {
         p = s->free;
         s->free = next_of(p);
       } else {
         p = s->start + (size_t)s->carved * s->block_size;
         __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
+        fresh = (size_t)((char *)p - base) >= s->touched ? FRESH : 0;
       }
       s->used++;
-      set_next(p, head);
+      set_link(p, (uintptr_t)head | fresh);
       head = p;
       got++;
     }
@@ -385,24 +466,41 @@ static HAK_COLD void *refill(unsigned cls) {
   return p;
 }
 
-static void *malloc_class(unsigned cls) {
+/* *fresh: whether the block reads zero past its first two words. */
+static inline void *malloc_class(unsigned cls, bool *fresh) {
   struct mid_cache *t = &tcache[cls];
   void *p = t->head;
+  uintptr_t link;
   if (HAK_UNLIKELY(!p)) {
     p = refill(cls);
     if (!p)
       return NULL;
+    link = link_of(p);
   } else {
-    t->head = next_of(p);
+    link = link_of(p);
+    t->head = (void *)(link & ~FRESH);
     t->count--;
   }
+  *fresh = link & FRESH;
   if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = 0;
   HAK_STAT_PATH(MID_MALLOC, 1);
   return p;
 }
 
-void *hak_mid_malloc(size_t size) { return malloc_class(mid_class(size)); }
+void *hak_mid_malloc(size_t size) {
+  bool fresh;
+  return malloc_class(mid_class(size), &fresh);
+}
+
+void *hak_mid_calloc(size_t size) {
+  bool fresh;
+  void *p = malloc_class(mid_class(size), &fresh);
+  /* A fresh block was written only where its links go. */
+  if (p)
+    memset(p, 0, fresh ? 2 * sizeof(uint64_t) : size);
+  return p;
+}
 
 void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
   /* Slabs start 64 KiB-aligned, so a block is aligned to the largest power
@@ -416,7 +514,8 @@ void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
        cls < HAK_MID_CLASSES; cls++) {
     if ((mid_class_size(cls) & (align - 1)) == 0) {
       *fits = true;
-      return malloc_class(cls);
+      bool fresh;
+      return malloc_class(cls, &fresh);
     }
   }
   return NULL;
