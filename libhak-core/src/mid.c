@@ -96,42 +96,27 @@ static inline uint64_t freed_mark(const void *p) {
 }
 
 /* Free-list links, encoded in checked builds as in the tiny front; a
- * decoded link must lead to another block of a mid region.  Bit 0 of a
- * link (blocks are 16-byte aligned) says that the block holding it is
- * fresh: carved from pages untouched since they were mapped or
- * decommitted, so that all of it but its first two words (the link and the
- * freed marker) reads zero and calloc need not clear it. */
-#define FRESH ((uintptr_t)1)
-
-static inline void set_link(void *p, uintptr_t v) {
+ * decoded link must lead to another block of a mid region. */
+static inline void set_next(void *p, void *next) {
+  uintptr_t v = (uintptr_t)next;
   if (HAK_GATE_ENCODE_LINKS)
     v ^= hak_tiny_secret ^ (uintptr_t)p;
   *(uintptr_t *)p = v;
-}
-
-static inline void set_next(void *p, void *next) {
-  set_link(p, (uintptr_t)next);
 }
 
 static HAK_COLD void corrupt(const void *p) {
   hak_misuse("malloc", "corrupted free list (a freed block was overwritten)", p);
 }
 
-/* The link as stored, decoded: the next block | FRESH. */
-static inline uintptr_t link_of(const void *p) {
+static inline void *next_of(const void *p) {
   uintptr_t v = *(const uintptr_t *)p;
   if (HAK_GATE_ENCODE_LINKS) {
     v ^= hak_tiny_secret ^ (uintptr_t)p;
-    uintptr_t next = v & ~FRESH;
-    if (next && ((next & 15) || (next & HAK_SUPERSLAB_MASK) == 0 ||
-                 hak_os_kind_checked((void *)next) != HAK_REGION_MID))
+    if (v && ((v & 15) || ((uintptr_t)v & HAK_SUPERSLAB_MASK) == 0 ||
+              hak_os_kind_checked((void *)v) != HAK_REGION_MID))
       corrupt(p);
   }
-  return v;
-}
-
-static inline void *next_of(const void *p) {
-  return (void *)(link_of(p) & ~FRESH);
+  return (void *)v;
 }
 
 /* ---- slabs ------------------------------------------------------------ */
@@ -382,8 +367,13 @@ static void slab_put(struct mid_class *c, void *p) {
   }
 }
 
-/* Takes up to n blocks of class cls onto a list; returns how many. */
-static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
+/* Takes up to n blocks of class cls onto a list; returns how many.
+ * *head_fresh: whether the list's first block is fresh, carved from pages
+ * untouched since they were mapped or decommitted (it reads zero but for
+ * its link).  Only that block's freshness is kept: the others wait in the
+ * thread's list, where a bit per block would cost the malloc fast path. */
+static unsigned take_blocks(unsigned cls, unsigned n, void **list,
+                            bool *head_fresh) {
   struct mid_class *c = &classes[cls];
   unsigned got = 0;
   void *head = NULL;
@@ -403,17 +393,18 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
     char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
     while (got < n && slab_has_block(s)) {
       void *p;
-      uintptr_t fresh = 0;
+      bool fresh = false;
       if (s->free) {
         p = s->free;
         s->free = next_of(p);
       } else {
         p = s->start + (size_t)s->carved * s->block_size;
         __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
-        fresh = (size_t)((char *)p - base) >= s->touched ? FRESH : 0;
+        fresh = (size_t)((char *)p - base) >= s->touched;
       }
       s->used++;
-      set_link(p, (uintptr_t)head | fresh);
+      set_next(p, head);
+      *head_fresh = fresh;
       head = p;
       got++;
     }
@@ -449,13 +440,14 @@ static uint32_t cache_limit(unsigned cls) {
   return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
 }
 
-static HAK_COLD void *refill(unsigned cls) {
+static HAK_COLD void *refill(unsigned cls, bool *fresh) {
   pthread_once(&classes_once, classes_init);
   struct mid_cache *t = &tcache[cls];
   if (!t->limit)
     t->limit = cache_limit(cls);
   void *list;
-  unsigned n = take_blocks(cls, t->limit > 1 ? (t->limit + 1) / 2 : 1, &list);
+  unsigned n =
+      take_blocks(cls, t->limit > 1 ? (t->limit + 1) / 2 : 1, &list, fresh);
   if (!n) {
     errno = ENOMEM;
     return NULL;
@@ -466,22 +458,20 @@ static HAK_COLD void *refill(unsigned cls) {
   return p;
 }
 
-/* *fresh: whether the block reads zero past its first two words. */
+/* *fresh: whether the block is known to read zero past its first two words
+ * (the link and the freed marker). */
 static inline void *malloc_class(unsigned cls, bool *fresh) {
   struct mid_cache *t = &tcache[cls];
   void *p = t->head;
-  uintptr_t link;
+  *fresh = false;
   if (HAK_UNLIKELY(!p)) {
-    p = refill(cls);
+    p = refill(cls, fresh);
     if (!p)
       return NULL;
-    link = link_of(p);
   } else {
-    link = link_of(p);
-    t->head = (void *)(link & ~FRESH);
+    t->head = next_of(p);
     t->count--;
   }
-  *fresh = link & FRESH;
   if (HAK_GATE_CHECK_DOUBLE_FREE)
     ((uint64_t *)p)[1] = 0;
   HAK_STAT_PATH(MID_MALLOC, 1);
