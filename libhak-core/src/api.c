@@ -227,10 +227,13 @@ static void *calloc_impl(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (total > HAK_MID_MAX) {
-    /* Only the part of the region that may be non-zero is cleared. */
+  if (total > HAK_TINY_MAX) {
+    /* Only the part of the block that may be non-zero is cleared. */
     hak_ensure_init();
-    return hak_large_calloc(total);
+    if (total > HAK_MID_MAX)
+      return hak_large_calloc(total);
+    register_thread();
+    return hak_mid_calloc(total);
   }
   void *p = malloc_impl(total);
   if (p)

@@ -81,6 +81,8 @@ HAK_INTERNAL __attribute__((noreturn)) void hak_misuse(const char *func,
 #define HAK_MID_HEADER ((size_t)64 << 10) /* slab 0 starts past the header */
 
 HAK_INTERNAL void *hak_mid_malloc(size_t size);
+/* calloc's mid block: clears only what may be non-zero. */
+HAK_INTERNAL void *hak_mid_calloc(size_t size);
 /* A block of at least size bytes aligned to align (<= 64 KiB), or NULL with
  * errno unchanged when no mid class fits; ENOMEM on exhaustion. */
 HAK_INTERNAL void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits);

@@ -22,6 +22,8 @@ struct mid_slab {
   uint32_t div_magic; /* ceil(2^32 / block_size) */
   uint16_t cls;
   uint16_t in_use;
+  uint32_t touched; /* bytes from the slab's base that may be non-zero (the
+                       rest is untouched since mapped or decommitted) */
   char *start;
   struct mid_slab *next, *prev; /* in the class's list */
 };
@@ -128,6 +130,8 @@ static void decommit_slabs(struct mid_superslab *ss, unsigned first,
   size_t begin = first == 0 ? HAK_MID_HEADER : 0;
   hak_os_decommit((char *)ss + first * HAK_MID_SLAB_SIZE + begin,
                   n * HAK_MID_SLAB_SIZE - begin);
+  for (unsigned i = first; i < first + n; i++)
+    ss->slabs[i].touched = i == 0 ? (uint32_t)HAK_MID_HEADER : 0;
 }
 
 static void mark_dirty(struct mid_superslab *ss, uint32_t slabs, uint64_t now) {
@@ -169,32 +173,74 @@ static void purge_locked(uint64_t now) {
   oldest_dirty_ms = oldest;
 }
 
+/* Makes ss, just taken from libhak-os, one of ours and puts it on the list;
+ * dirty: how many bytes from its start may be non-zero (libhak-os).  Called
+ * with ss_lock held. */
+static void superslab_adopt(struct mid_superslab *ss, size_t dirty,
+                            uint64_t now) {
+  memset(ss, 0, sizeof *ss);
+  hak_os_set_kind(ss, HAK_REGION_MID);
+  ss->region.size = HAK_SUPERSLAB_SIZE;
+  ss->free_slabs = ALL_SLABS;
+  if (dirty < HAK_MID_HEADER)
+    dirty = HAK_MID_HEADER; /* just written */
+  uint32_t resident = 0;
+  for (unsigned i = 0; i < HAK_MID_SLABS; i++) {
+    size_t base = (size_t)i * HAK_MID_SLAB_SIZE;
+    size_t n = dirty > base ? dirty - base : 0;
+    ss->slabs[i].touched =
+        (uint32_t)(n < HAK_MID_SLAB_SIZE ? n : HAK_MID_SLAB_SIZE);
+    if (n > (i == 0 ? HAK_MID_HEADER : 0))
+      resident |= 1u << i;
+  }
+  /* Those pages may be resident from its last use: as free slabs', the
+   * delay (or the limit) applies to them. */
+  if (resident) {
+    if (dirty_count + HAK_MID_SLABS <= MID_DIRTY_LIMIT)
+      mark_dirty(ss, resident, now);
+    else
+      decommit_slabs(ss, 0, HAK_MID_SLABS);
+  }
+  ss->next = ss_with_free;
+  ss_with_free = ss;
+}
+
+/* The superslab to take a slab from, preferring resident pages: one of ours
+ * with a dirty free slab, else a cached superslab that kept its pages (a
+ * free slab that is not dirty was never touched or was decommitted, and
+ * each of its pages would fault), else one of ours with any free slab,
+ * else a new one.  Called with ss_lock held; may drop it. */
+static struct mid_superslab *superslab_for_slab(uint64_t now) {
+  if (dirty_count) {
+    for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next)
+      if (ss->free_slabs & ss->dirty_slabs)
+        return ss;
+  }
+  /* Lock order: ss_lock, then libhak-os's lock. */
+  size_t dirty;
+  struct mid_superslab *ss = hak_os_superslab_alloc_resident(&dirty);
+  if (ss) {
+    superslab_adopt(ss, dirty, now);
+    return ss;
+  }
+  if (ss_with_free)
+    return ss_with_free;
+  pthread_mutex_unlock(&ss_lock);
+  ss = hak_os_superslab_alloc_dirty(&dirty);
+  pthread_mutex_lock(&ss_lock);
+  if (ss)
+    superslab_adopt(ss, dirty, now);
+  return ss;
+}
+
 static struct mid_slab *slab_new(unsigned cls) {
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
   purge_locked(now);
-  struct mid_superslab *ss = ss_with_free;
+  struct mid_superslab *ss = superslab_for_slab(now);
   if (!ss) {
     pthread_mutex_unlock(&ss_lock);
-    bool zeroed;
-    ss = hak_os_superslab_alloc(&zeroed);
-    if (!ss)
-      return NULL;
-    memset(ss, 0, sizeof *ss);
-    hak_os_set_kind(ss, HAK_REGION_MID);
-    ss->region.size = HAK_SUPERSLAB_SIZE;
-    ss->free_slabs = ALL_SLABS;
-    pthread_mutex_lock(&ss_lock);
-    if (!zeroed) {
-      /* Its pages may be resident from its last use: as free slabs', the
-       * delay (or the limit) applies to them. */
-      if (dirty_count + HAK_MID_SLABS <= MID_DIRTY_LIMIT)
-        mark_dirty(ss, ALL_SLABS, now);
-      else
-        decommit_slabs(ss, 0, HAK_MID_SLABS);
-    }
-    ss->next = ss_with_free;
-    ss_with_free = ss;
+    return NULL;
   }
   /* Prefer a slab whose pages are still resident. */
   uint32_t pick = ss->free_slabs & ss->dirty_slabs;
@@ -204,8 +250,15 @@ static struct mid_slab *slab_new(unsigned cls) {
     dirty_count--;
   }
   ss->free_slabs &= ~(1u << idx);
-  if (!ss->free_slabs)
-    ss_with_free = ss->next;
+  if (!ss->free_slabs) {
+    /* Not necessarily the list's head any more (superslab_for_slab). */
+    for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
+      if (*q == ss) {
+        *q = ss->next;
+        break;
+      }
+    }
+  }
   pthread_mutex_unlock(&ss_lock);
 
   struct mid_slab *s = &ss->slabs[idx];
@@ -229,6 +282,10 @@ static void slab_release(struct mid_slab *s) {
   unsigned idx = (unsigned)(s - ss->slabs);
   /* Read without the lock by the checked free: relaxed atomics. */
   __atomic_store_n(&s->in_use, 0, __ATOMIC_RELAXED);
+  size_t end = (size_t)(s->start - (char *)ss) - idx * HAK_MID_SLAB_SIZE +
+               (size_t)s->carved * s->block_size;
+  if (end > s->touched)
+    s->touched = (uint32_t)end;
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
@@ -247,7 +304,12 @@ static void slab_release(struct mid_slab *s) {
   ss->free_slabs |= 1u << idx;
   if (ss->free_slabs == ALL_SLABS) {
     /* The whole superslab goes back to libhak-os, whose cache applies the
-     * same delay to it. */
+     * same delay to it, with the extent that may be resident: the next
+     * user knows the rest reads zero and costs no clearing. */
+    size_t extent = HAK_MID_HEADER;
+    for (unsigned i = 0; i < HAK_MID_SLABS; i++)
+      if (ss->slabs[i].touched)
+        extent = (size_t)i * HAK_MID_SLAB_SIZE + ss->slabs[i].touched;
     dirty_count -= (unsigned)__builtin_popcount(ss->dirty_slabs);
     ss->dirty_slabs = 0;
     for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
@@ -257,7 +319,7 @@ static void slab_release(struct mid_slab *s) {
       }
     }
     pthread_mutex_unlock(&ss_lock);
-    hak_os_superslab_free(ss);
+    hak_os_superslab_free_dirty(ss, extent);
     return;
   }
   pthread_mutex_unlock(&ss_lock);
@@ -305,8 +367,13 @@ static void slab_put(struct mid_class *c, void *p) {
   }
 }
 
-/* Takes up to n blocks of class cls onto a list; returns how many. */
-static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
+/* Takes up to n blocks of class cls onto a list; returns how many.
+ * *head_fresh: whether the list's first block is fresh, carved from pages
+ * untouched since they were mapped or decommitted (it reads zero but for
+ * its link).  Only that block's freshness is kept: the others wait in the
+ * thread's list, where a bit per block would cost the malloc fast path. */
+static unsigned take_blocks(unsigned cls, unsigned n, void **list,
+                            bool *head_fresh) {
   struct mid_class *c = &classes[cls];
   unsigned got = 0;
   void *head = NULL;
@@ -322,17 +389,22 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list) {
     }
     if (s->used == 0)
       c->empty--;
+    /* Slabs are aligned to their size (slab 0 starts past the header). */
+    char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
     while (got < n && slab_has_block(s)) {
       void *p;
+      bool fresh = false;
       if (s->free) {
         p = s->free;
         s->free = next_of(p);
       } else {
         p = s->start + (size_t)s->carved * s->block_size;
         __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
+        fresh = (size_t)((char *)p - base) >= s->touched;
       }
       s->used++;
       set_next(p, head);
+      *head_fresh = fresh;
       head = p;
       got++;
     }
@@ -368,13 +440,14 @@ static uint32_t cache_limit(unsigned cls) {
   return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
 }
 
-static HAK_COLD void *refill(unsigned cls) {
+static HAK_COLD void *refill(unsigned cls, bool *fresh) {
   pthread_once(&classes_once, classes_init);
   struct mid_cache *t = &tcache[cls];
   if (!t->limit)
     t->limit = cache_limit(cls);
   void *list;
-  unsigned n = take_blocks(cls, t->limit > 1 ? (t->limit + 1) / 2 : 1, &list);
+  unsigned n =
+      take_blocks(cls, t->limit > 1 ? (t->limit + 1) / 2 : 1, &list, fresh);
   if (!n) {
     errno = ENOMEM;
     return NULL;
@@ -385,11 +458,14 @@ static HAK_COLD void *refill(unsigned cls) {
   return p;
 }
 
-static void *malloc_class(unsigned cls) {
+/* *fresh: whether the block is known to read zero past its first two words
+ * (the link and the freed marker). */
+static inline void *malloc_class(unsigned cls, bool *fresh) {
   struct mid_cache *t = &tcache[cls];
   void *p = t->head;
+  *fresh = false;
   if (HAK_UNLIKELY(!p)) {
-    p = refill(cls);
+    p = refill(cls, fresh);
     if (!p)
       return NULL;
   } else {
@@ -402,7 +478,19 @@ static void *malloc_class(unsigned cls) {
   return p;
 }
 
-void *hak_mid_malloc(size_t size) { return malloc_class(mid_class(size)); }
+void *hak_mid_malloc(size_t size) {
+  bool fresh;
+  return malloc_class(mid_class(size), &fresh);
+}
+
+void *hak_mid_calloc(size_t size) {
+  bool fresh;
+  void *p = malloc_class(mid_class(size), &fresh);
+  /* A fresh block was written only where its links go. */
+  if (p)
+    memset(p, 0, fresh ? 2 * sizeof(uint64_t) : size);
+  return p;
+}
 
 void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
   /* Slabs start 64 KiB-aligned, so a block is aligned to the largest power
@@ -416,7 +504,8 @@ void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
        cls < HAK_MID_CLASSES; cls++) {
     if ((mid_class_size(cls) & (align - 1)) == 0) {
       *fits = true;
-      return malloc_class(cls);
+      bool fresh;
+      return malloc_class(cls, &fresh);
     }
   }
   return NULL;

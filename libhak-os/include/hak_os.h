@@ -63,6 +63,12 @@ HAK_INTERNAL void hak_os_superslab_free(void *ss);
  * those. */
 HAK_INTERNAL void *hak_os_superslab_alloc_dirty(size_t *dirty);
 HAK_INTERNAL void hak_os_superslab_free_dirty(void *ss, size_t dirty);
+/* A cached superslab whose pages are still resident, or NULL (never maps,
+ * never makes a system call).  A tier left with only untouched slabs asks
+ * for it first: writing an untouched page costs a page fault, writing a
+ * resident one does not.  *dirty as for hak_os_superslab_alloc_dirty
+ * (never 0). */
+HAK_INTERNAL void *hak_os_superslab_alloc_resident(size_t *dirty);
 
 /* A huge region of at least `size` bytes (rounded up to pages), aligned to
  * HAK_SUPERSLAB_SIZE.  *mapped receives the size actually mapped. */

@@ -336,6 +336,23 @@ void *hak_os_superslab_alloc_dirty(size_t *dirty) {
   return ss;
 }
 
+void *hak_os_superslab_alloc_resident(size_t *dirty) {
+  void *ss = NULL;
+  pthread_mutex_lock(&os_lock);
+  purge_locked(hak_os_clock_ms());
+  /* Committed ones are at the end (see free_superslabs). */
+  if (free_count && free_superslabs[free_count - 1].dirty) {
+    ss = free_superslabs[free_count - 1].base;
+    *dirty = free_superslabs[free_count - 1].dirty;
+    superslab_remove(free_count - 1);
+    HAK_STAT_SYS(OS_SUPERSLAB_REUSED, 1);
+  }
+  pthread_mutex_unlock(&os_lock);
+  if (ss)
+    HAK_VG_FRESH(ss, HAK_SUPERSLAB_SIZE);
+  return ss;
+}
+
 void *hak_os_superslab_alloc(bool *zeroed) {
   size_t dirty;
   void *ss = hak_os_superslab_alloc_dirty(&dirty);

@@ -88,48 +88,84 @@ static void purge_locked(uint64_t now) {
   next_purge_ms = next;
 }
 
+/* Makes ss, just taken from libhak-os, one of ours and puts it on the list;
+ * dirty: how many bytes from its start may be non-zero (libhak-os).  Called
+ * with ss_lock held. */
+static void superslab_adopt(struct hak_tiny_superslab *ss, size_t dirty,
+                            uint64_t now) {
+  if (dirty) {
+    /* A reused superslab: reset the header; slab metadata is rewritten
+     * as each slab is taken. */
+    for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
+      ss->slabs[i] = (struct hak_tiny_slab){.owner = HAK_TINY_OWNER_NONE};
+  } else {
+    for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
+      ss->slabs[i].owner = HAK_TINY_OWNER_NONE;
+  }
+  hak_os_set_kind(ss, HAK_REGION_TINY);
+  ss->region.size = HAK_SUPERSLAB_SIZE;
+  ss->free_slabs = ALL_SLABS;
+  ss->dirty_slabs = 0;
+  /* The slabs that start below the extent may be resident from its last
+   * use: they are free slabs' pages, and the delay (or the limit) applies
+   * to them too.  Those above it were never touched. */
+  size_t n = (dirty + HAK_TINY_SLAB_SIZE - 1) / HAK_TINY_SLAB_SIZE;
+  if (n > 1) {
+    uint64_t slabs = ALL_SLABS;
+    if (n < HAK_TINY_SLABS)
+      slabs &= ((uint64_t)1 << n) - 1;
+    if (dirty_count + n - 1 <= dirty_limit) {
+      ss->dirty_slabs = slabs;
+      for (unsigned i = 1; i < n; i++)
+        ss->dirty_since_ms[i] = now;
+      dirty_count += (unsigned)n - 1;
+      if (now + purge_delay_ms < next_purge_ms)
+        next_purge_ms = now + purge_delay_ms;
+    } else {
+      hak_os_decommit((char *)ss + HAK_TINY_SLAB_SIZE,
+                      (n - 1) * HAK_TINY_SLAB_SIZE);
+    }
+  }
+  ss_list_push(ss);
+  ss_count++;
+}
+
+/* The superslab to take a slab from, preferring resident pages: one of ours
+ * with a dirty free slab, else a cached superslab that kept its pages (a
+ * slab of ours that is free but not dirty was never touched or was
+ * decommitted, and each of its pages would fault), else one of ours with an
+ * untouched slab, else a new one.  Called with ss_lock held; may drop it. */
+static struct hak_tiny_superslab *superslab_for_slab(uint64_t now) {
+  if (dirty_count) {
+    for (struct hak_tiny_superslab *ss = ss_with_free; ss; ss = ss->next)
+      if (ss->free_slabs & ss->dirty_slabs)
+        return ss;
+  }
+  /* Lock order: ss_lock, then libhak-os's lock. */
+  size_t dirty;
+  struct hak_tiny_superslab *ss = hak_os_superslab_alloc_resident(&dirty);
+  if (ss) {
+    superslab_adopt(ss, dirty, now);
+    return ss;
+  }
+  if (ss_with_free)
+    return ss_with_free;
+  pthread_mutex_unlock(&ss_lock);
+  ss = hak_os_superslab_alloc_dirty(&dirty);
+  pthread_mutex_lock(&ss_lock);
+  if (ss)
+    superslab_adopt(ss, dirty, now);
+  return ss;
+}
+
 struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&ss_lock);
   purge_locked(now);
-  struct hak_tiny_superslab *ss = ss_with_free;
+  struct hak_tiny_superslab *ss = superslab_for_slab(now);
   if (!ss) {
     pthread_mutex_unlock(&ss_lock);
-    bool zeroed;
-    ss = hak_os_superslab_alloc(&zeroed);
-    if (!ss)
-      return NULL;
-    if (!zeroed) {
-      /* A reused superslab: reset the header; slab metadata is rewritten
-       * below as each slab is taken. */
-      for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
-        ss->slabs[i] = (struct hak_tiny_slab){.owner = HAK_TINY_OWNER_NONE};
-    } else {
-      for (unsigned i = 0; i < HAK_TINY_SLABS; i++)
-        ss->slabs[i].owner = HAK_TINY_OWNER_NONE;
-    }
-    hak_os_set_kind(ss, HAK_REGION_TINY);
-    ss->region.size = HAK_SUPERSLAB_SIZE;
-    ss->free_slabs = ALL_SLABS;
-    ss->dirty_slabs = 0;
-    pthread_mutex_lock(&ss_lock);
-    if (!zeroed) {
-      /* Its pages may still be resident from its last use: they are free
-       * slabs' pages, and the delay (or the limit) applies to them too. */
-      if (dirty_count + HAK_TINY_SLABS - 1 <= dirty_limit) {
-        ss->dirty_slabs = ALL_SLABS;
-        for (unsigned i = 1; i < HAK_TINY_SLABS; i++)
-          ss->dirty_since_ms[i] = now;
-        dirty_count += HAK_TINY_SLABS - 1;
-        if (now + purge_delay_ms < next_purge_ms)
-          next_purge_ms = now + purge_delay_ms;
-      } else {
-        hak_os_decommit((char *)ss + HAK_TINY_SLAB_SIZE,
-                        HAK_SUPERSLAB_SIZE - HAK_TINY_SLAB_SIZE);
-      }
-    }
-    ss_list_push(ss);
-    ss_count++;
+    return NULL;
   }
   /* Prefer a slab whose pages are still resident. */
   uint64_t pick = ss->free_slabs & ss->dirty_slabs;
@@ -183,11 +219,17 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
     ss_list_push(ss);
   ss->free_slabs |= bit;
   if (ss->free_slabs == ALL_SLABS) {
+    /* libhak-os is told how far pages may be resident (slabs are taken
+     * lowest first, so untouched ones gather at the end): whoever takes
+     * the superslab next then knows the rest is zero and untouched. */
+    uint64_t resident = ss->dirty_slabs | (touched ? bit : 0) | 1;
+    size_t extent =
+        (size_t)(64 - __builtin_clzll(resident)) * HAK_TINY_SLAB_SIZE;
     dirty_count -= (unsigned)__builtin_popcountll(ss->dirty_slabs);
     ss_list_remove(ss);
     ss_count--;
     pthread_mutex_unlock(&ss_lock);
-    hak_os_superslab_free(ss);
+    hak_os_superslab_free_dirty(ss, extent);
     return;
   }
   /* Keep the pages for the purge delay, so that slab churn makes no

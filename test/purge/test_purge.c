@@ -190,12 +190,60 @@ static void test_large_reuse(void **state) {
   assert_int_equal(hak_os_cache_info().superslabs_committed, 0);
 }
 
+/* calloc on every reuse path that clears less than the whole block: mid
+ * blocks carved from slabs another class wrote part of, or from untouched
+ * pages (the "fresh" link bit); superslabs passed between the tiers through
+ * libhak-os's cache with the extent that may be resident; large blocks.
+ * Every block is filled to its usable end before it is freed, so a byte
+ * that calloc wrongly trusts to be zero shows up. */
+enum { CALLOC_BLOCKS = 4096 };
+static unsigned char *cblocks[CALLOC_BLOCKS];
+
+static void calloc_round(size_t size, size_t bytes) {
+  size_t n = bytes / size;
+  n = n < 4 ? 4 : n > CALLOC_BLOCKS ? CALLOC_BLOCKS : n;
+  for (size_t i = 0; i < n; i++) {
+    cblocks[i] = hak_calloc(1, size);
+    assert_non_null(cblocks[i]);
+    assert_true(all_zero(cblocks[i], size));
+    memset(cblocks[i], 0xC3, hak_usable_size(cblocks[i]));
+  }
+  /* Odd blocks first: slabs empty out in a different order each time. */
+  for (size_t i = 1; i < n; i += 2)
+    hak_free(cblocks[i]);
+  for (size_t i = 0; i < n; i += 2)
+    hak_free(cblocks[i]);
+}
+
+static void test_calloc_reuse(void **state) {
+  (void)state;
+  static const size_t sizes[] = {1024,      1536,      16 * KiB, 48 * KiB,
+                                 256 * KiB, MiB,       20 * KiB, 1100,
+                                 200000,    64,        3 * MiB,  1280,
+                                 96 * KiB,  160 * KiB, 2048,     700 * KiB};
+  const size_t nsizes = sizeof sizes / sizeof sizes[0];
+  set_delay(NEVER);
+  for (int pass = 0; pass < 3; pass++)
+    for (size_t i = 0; i < nsizes; i++)
+      calloc_round(sizes[(i * 7 + (size_t)pass) % nsizes], 6 * MiB);
+  /* The same after decommits: free slabs and superslabs go back to zero
+   * pages between the rounds. */
+  set_delay(SHORT);
+  for (size_t i = 0; i < nsizes; i++) {
+    calloc_round(sizes[i], 6 * MiB);
+    wait_past(SHORT);
+    hak_os_purge();
+  }
+  set_delay(NEVER);
+}
+
 int main(void) {
   hak_free(hak_malloc(1)); /* start-up first: it configures every tier */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiny_slabs),
       cmocka_unit_test(test_mid_slabs),
       cmocka_unit_test(test_large_reuse),
+      cmocka_unit_test(test_calloc_reuse),
   };
   return cmocka_run_group_tests_name("purge", tests, NULL, NULL);
 }
