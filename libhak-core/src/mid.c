@@ -14,8 +14,8 @@
 #include <string.h>
 
 struct mid_slab {
-  void *free;         /* blocks returned to the slab */
-  uint32_t used;      /* blocks out of the slab (live or in thread caches) */
+  void *free;    /* blocks returned to the slab */
+  uint32_t used; /* blocks out of the slab (live or in thread caches) */
   uint32_t carved;
   uint32_t capacity;
   uint32_t block_size;
@@ -105,7 +105,8 @@ static inline void set_next(void *p, void *next) {
 }
 
 static HAK_COLD void corrupt(const void *p) {
-  hak_misuse("malloc", "corrupted free list (a freed block was overwritten)", p);
+  hak_misuse("malloc", "corrupted free list (a freed block was overwritten)",
+             p);
 }
 
 static inline void *next_of(const void *p) {
@@ -151,26 +152,16 @@ static void purge_locked(uint64_t now) {
   uint64_t delay = hak_config.purge_delay_ms;
   if (oldest_dirty_ms == UINT64_MAX || now < oldest_dirty_ms + delay)
     return;
-  uint64_t oldest = UINT64_MAX;
+  uint64_t next = UINT64_MAX;
   for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next) {
-    uint32_t expired = 0;
-    for (uint32_t d = ss->dirty_slabs; d; d &= d - 1) {
-      unsigned i = (unsigned)__builtin_ctz(d);
-      if (now >= ss->dirty_since_ms[i] + delay)
-        expired |= 1u << i;
-      else if (ss->dirty_since_ms[i] < oldest)
-        oldest = ss->dirty_since_ms[i];
-    }
-    ss->dirty_slabs &= ~expired;
-    dirty_count -= (unsigned)__builtin_popcount(expired);
-    while (expired) {
-      unsigned first = (unsigned)__builtin_ctz(expired);
-      unsigned len = (unsigned)__builtin_ctz(~(expired >> first));
+    uint64_t expired =
+        hak_os_expired(ss->dirty_slabs, ss->dirty_since_ms, now, delay, &next);
+    ss->dirty_slabs &= ~(uint32_t)expired;
+    dirty_count -= (unsigned)__builtin_popcountll(expired);
+    for (unsigned first, len; hak_os_next_run(&expired, &first, &len);)
       decommit_slabs(ss, first, len);
-      expired &= ~(((1u << len) - 1) << first);
-    }
   }
-  oldest_dirty_ms = oldest;
+  oldest_dirty_ms = next == UINT64_MAX ? UINT64_MAX : next - delay;
 }
 
 /* Makes ss, just taken from libhak-os, one of ours and puts it on the list;
@@ -520,8 +511,9 @@ void hak_mid_free(void *p) {
   if (HAK_GATE_CHECK_BLOCK_START) {
     uintptr_t off = (uintptr_t)((char *)p - s->start);
     uint32_t idx = (uint32_t)((off * s->div_magic) >> 32);
-    if (!__atomic_load_n(&s->in_use, __ATOMIC_RELAXED) || (char *)p < s->start ||
-        off >= HAK_MID_SLAB_SIZE || (size_t)idx * s->block_size != off ||
+    if (!__atomic_load_n(&s->in_use, __ATOMIC_RELAXED) ||
+        (char *)p < s->start || off >= HAK_MID_SLAB_SIZE ||
+        (size_t)idx * s->block_size != off ||
         idx >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
       bad_free(p, "invalid pointer (not the start of a block)");
   }
@@ -591,4 +583,3 @@ void hak_mid_fork_parent(void) {
   for (int i = HAK_MID_CLASSES - 1; i >= 0; i--)
     pthread_mutex_unlock(&classes[i].lock);
 }
-
