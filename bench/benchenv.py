@@ -198,7 +198,9 @@ def out_dir(path, suffix=""):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = os.path.join(SRC, "bench", "results", stamp + suffix)
     os.makedirs(path, exist_ok=True)
-    return path
+    # Absolute: gnuplot runs in the directory, and the files it names must
+    # still be found there when --out was given relative to the caller.
+    return os.path.abspath(path)
 
 
 def gnuplot(script_path):
