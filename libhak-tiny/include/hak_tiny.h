@@ -76,8 +76,13 @@ struct hak_tiny_heap {
                    paths read it %fs-relative, next to `id` */
   /* Cold: the slab each class allocates from, and the other slabs. */
   struct hak_tiny_slab *cur[HAK_TINY_CLASSES];
-  struct hak_tiny_slab *partial[HAK_TINY_CLASSES]; /* with free blocks */
-  struct hak_tiny_slab *full[HAK_TINY_CLASSES];    /* without */
+  /* Slabs with free blocks, a queue: a slab that gains a free block joins at
+   * the tail and refill takes the head, so a slab waits and gathers frees
+   * before it is taken (taken at once, it would give one block and be full
+   * again). */
+  struct hak_tiny_slab *partial[HAK_TINY_CLASSES];
+  struct hak_tiny_slab *partial_tail[HAK_TINY_CLASSES];
+  struct hak_tiny_slab *full[HAK_TINY_CLASSES]; /* without */
   int exited;
 };
 

@@ -136,7 +136,7 @@ static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
 static void make_partial(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   s->state = SLAB_PARTIAL;
   __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE, __ATOMIC_RELAXED);
-  slab_list_push(&h->partial[s->cls], s);
+  partial_append(h, s);
 }
 
 /* The current slab has nothing left: it becomes full (its blocks are all
@@ -157,17 +157,12 @@ static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
 static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   if (!tiny_slab_collect(s))
     return false;
-  struct hak_tiny_slab **from =
-      s->state == SLAB_FULL ? &h->full[s->cls] : &h->partial[s->cls];
+  slab_list_remove(&h->full[s->cls], s);
   if (s->used == 0) {
-    slab_list_remove(from, s);
     tiny_slab_release(s);
     return true;
   }
-  if (s->state == SLAB_FULL) {
-    slab_list_remove(from, s);
-    make_partial(h, s);
-  }
+  make_partial(h, s);
   return false;
 }
 
@@ -202,7 +197,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   /* 3. A slab of ours with free blocks. */
   if (h->partial[cls]) {
     s = h->partial[cls];
-    slab_list_remove(&h->partial[cls], s);
+    partial_remove(h, s);
     make_current(h, s);
     return pop(h, cls);
   }
@@ -216,7 +211,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   }
   if (h->partial[cls]) {
     s = h->partial[cls];
-    slab_list_remove(&h->partial[cls], s);
+    partial_remove(h, s);
     make_current(h, s);
     return pop(h, cls);
   }
@@ -268,7 +263,7 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
 /* The fast free left an idle (partial) slab with no block out. */
 HAK_COLD void hak_tiny_slab_emptied(struct hak_tiny_slab *s) {
   struct hak_tiny_heap *h = &hak_tiny_heap;
-  slab_list_remove(&h->partial[s->cls], s);
+  partial_remove(h, s);
   tiny_slab_release(s);
 }
 
@@ -338,7 +333,7 @@ void hak_tiny_thread_exit(void) {
     }
     while (h->partial[cls]) {
       struct hak_tiny_slab *s = h->partial[cls];
-      slab_list_remove(&h->partial[cls], s);
+      partial_remove(h, s);
       hand_over(s);
     }
     while (h->full[cls]) {

@@ -57,4 +57,24 @@ static inline void slab_list_remove(struct hak_tiny_slab **head,
   s->next = s->prev = NULL;
 }
 
+/* The heap's queue of partial slabs of a class (hak_tiny_heap.partial). */
+static inline void partial_append(struct hak_tiny_heap *h,
+                                  struct hak_tiny_slab *s) {
+  struct hak_tiny_slab **tail = &h->partial_tail[s->cls];
+  s->next = NULL;
+  s->prev = *tail;
+  if (*tail)
+    (*tail)->next = s;
+  else
+    h->partial[s->cls] = s;
+  *tail = s;
+}
+
+static inline void partial_remove(struct hak_tiny_heap *h,
+                                  struct hak_tiny_slab *s) {
+  if (s == h->partial_tail[s->cls])
+    h->partial_tail[s->cls] = s->prev;
+  slab_list_remove(&h->partial[s->cls], s);
+}
+
 #endif
