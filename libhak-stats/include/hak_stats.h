@@ -214,5 +214,8 @@ HAK_INTERNAL size_t hak_stats_format(const struct hak_stats_snapshot *s,
  * measure; the caller passes them in when it has them (0 = unknown). */
 HAK_INTERNAL void hak_stats_set_rss(uint64_t current_bytes,
                                     uint64_t peak_bytes);
+/* The block size of each class, for the report's class table: the tier
+ * that owns the classes says (this layer knows none); 0 until it has. */
+HAK_INTERNAL void hak_stats_set_class_sizes(const uint32_t *sizes, unsigned n);
 
 #endif

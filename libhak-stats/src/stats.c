@@ -27,7 +27,9 @@ static void on_thread_exit(void *arg) {
   hak_stats_thread_exit();
 }
 
-static void make_exit_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
+static void make_exit_key(void) {
+  pthread_key_create(&exit_key, on_thread_exit);
+}
 
 /* Counts made on threads whose exit hook already ran (atomic adds: several
  * exiting threads may count at once). */
@@ -53,7 +55,8 @@ static void add_block(struct hak_stats_snapshot *s,
   for (int i = 0; i < HAK_STAT_COUNT; i++)
     s->count[i] += __atomic_load_n(&t->count[i], __ATOMIC_RELAXED);
   for (int i = 0; i < HAK_STATS_CLASSES; i++) {
-    s->class_malloc[i] += __atomic_load_n(&t->class_malloc[i], __ATOMIC_RELAXED);
+    s->class_malloc[i] +=
+        __atomic_load_n(&t->class_malloc[i], __ATOMIC_RELAXED);
     s->class_free[i] += __atomic_load_n(&t->class_free[i], __ATOMIC_RELAXED);
   }
 }
@@ -118,6 +121,13 @@ void hak_stats_thread_exit(void) {}
 #endif
 
 static uint64_t rss_current, rss_peak;
+static const uint32_t *class_sizes;
+static unsigned class_count;
+
+void hak_stats_set_class_sizes(const uint32_t *sizes, unsigned n) {
+  class_sizes = sizes;
+  class_count = n;
+}
 
 void hak_stats_set_rss(uint64_t current_bytes, uint64_t peak_bytes) {
   rss_current = current_bytes;
@@ -150,8 +160,8 @@ static void put(struct out *o, const char *fmt, unsigned long long a,
     o->len += (size_t)w < room ? (size_t)w : (room ? room - 1 : 0);
 }
 
-size_t hak_stats_format(const struct hak_stats_snapshot *s, int json,
-                        char *buf, size_t n) {
+size_t hak_stats_format(const struct hak_stats_snapshot *s, int json, char *buf,
+                        size_t n) {
   struct out o = {buf, n, 0};
   if (n)
     buf[0] = 0;
@@ -186,7 +196,10 @@ size_t hak_stats_format(const struct hak_stats_snapshot *s, int json,
         if (!s->class_malloc[i] && !s->class_free[i])
           continue;
         put(&o, "  %5llu", (unsigned long long)i, NULL);
-        put(&o, " %6llu", (unsigned long long)(i + 1) * 16, NULL);
+        put(&o, " %6llu",
+            (unsigned long long)((unsigned)i < class_count ? class_sizes[i]
+                                                           : 0),
+            NULL);
         put(&o, " %11llu", s->class_malloc[i], NULL);
         put(&o, " %11llu\n", s->class_free[i], NULL);
       }

@@ -1,8 +1,9 @@
 /* hak_tiny.h - libhak-tiny: the tiny front, blocks of 1 to 1024 bytes.
  *
- * 64 size classes, one every 16 bytes (16, 32, ..., 1024): class of a size
- * n is (n - 1) / 16, computed, no table and no loop.  Worst-case internal
- * waste is 15 bytes per block (a 17-byte request gets 32 bytes).
+ * 48 size classes: every 16 bytes up to 512, every 32 bytes up to 1024
+ * (classes.c says why).  The class of a size n is a byte table indexed by
+ * (n - 1) / 16: no branch, no loop.  Worst-case internal waste: 15 bytes
+ * per block up to 512, 31 above (under 6 %).
  *
  * Blocks live in 64 KiB slabs carved from 4 MiB superslabs (libhak-os).  Each
  * thread has a heap in thread-local storage (initial-exec, so no
@@ -24,7 +25,7 @@
 #include <stdint.h>
 
 #define HAK_TINY_MAX 1024
-#define HAK_TINY_CLASSES 64
+#define HAK_TINY_CLASSES 48
 #define HAK_TINY_SLAB_SHIFT 16 /* 64 KiB slabs */
 #define HAK_TINY_SLAB_SIZE ((size_t)1 << HAK_TINY_SLAB_SHIFT)
 #define HAK_TINY_SLABS (HAK_SUPERSLAB_SIZE / HAK_TINY_SLAB_SIZE)
@@ -67,7 +68,7 @@ struct hak_tiny_superslab {
   uint64_t dirty_since_ms[HAK_TINY_SLABS]; /* when dirty slab i was freed */
 };
 
-/* A heap's hot part is the first 9 cache lines: one list head per class,
+/* A heap's hot part is the first 7 cache lines: one list head per class,
  * then the two words every free reads. */
 struct hak_tiny_heap {
   void *free[HAK_TINY_CLASSES]; /* blocks to hand out, all from cur[cls] */
@@ -108,11 +109,16 @@ HAK_INTERNAL __attribute__((noreturn)) void hak_tiny_corrupt(const void *p);
  * mark freed blocks with.  Its top bit is set, so it is never a pointer. */
 extern uint64_t hak_tiny_secret;
 
+/* Class of each 16-byte step of the size, (n - 1) >> 4: one byte load from
+ * a line that stays hot.  Block sizes in hak_tiny_class_sizes. */
+HAK_INTERNAL extern const uint8_t hak_tiny_class_of[HAK_TINY_MAX / 16];
+HAK_INTERNAL extern const uint32_t hak_tiny_class_sizes[HAK_TINY_CLASSES];
+
 static inline unsigned hak_tiny_class(size_t n) {
-  return (unsigned)((n - 1) >> 4);
+  return hak_tiny_class_of[(n - 1) >> 4];
 }
 static inline size_t hak_tiny_class_size(unsigned cls) {
-  return ((size_t)cls + 1) << 4;
+  return hak_tiny_class_sizes[cls];
 }
 
 /* Free-list links.  Checked builds store a link as next ^ p ^ key (key: the

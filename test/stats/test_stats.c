@@ -43,7 +43,8 @@ static void fill_synthetic(struct hak_stats_snapshot *s) {
   s->class_free[7] = 9; /* frees without mallocs still show */
 }
 
-/* ---- names ----------------------------------------------------------------- */
+/* ---- names -----------------------------------------------------------------
+ */
 
 static void test_names(void **state) {
   (void)state;
@@ -64,11 +65,12 @@ static void test_names(void **state) {
   assert_string_equal(hak_stats_name(HAK_STAT_SYS_MADVISE), "sys.madvise");
   /* Out of range: a placeholder, not a crash. */
   assert_string_equal(hak_stats_name(HAK_STAT_COUNT), "?");
-  assert_string_equal(hak_stats_name((enum hak_stat)-1), "?");
+  assert_string_equal(hak_stats_name((enum hak_stat) - 1), "?");
   assert_string_equal(hak_stats_name((enum hak_stat)100000), "?");
 }
 
-/* ---- snapshots ---------------------------------------------------------------- */
+/* ---- snapshots
+ * ---------------------------------------------------------------- */
 
 #define THREADS 4
 #define PER_THREAD 10000
@@ -195,7 +197,8 @@ static void test_snapshot_many_exited_threads(void **state) {
     pthread_t t[THREADS];
     for (int i = 0; i < THREADS; i++)
       assert_int_equal(
-          pthread_create(&t[i], NULL, short_thread, (void *)(intptr_t)(i + 1)), 0);
+          pthread_create(&t[i], NULL, short_thread, (void *)(intptr_t)(i + 1)),
+          0);
     for (int i = 0; i < THREADS; i++)
       assert_int_equal(pthread_join(t[i], NULL), 0);
   }
@@ -329,7 +332,8 @@ static void test_fork(void **state) {
   assert_true(hak_stats_try_snapshot(&after));
 }
 
-/* ---- a minimal JSON checker --------------------------------------------------- */
+/* ---- a minimal JSON checker
+ * --------------------------------------------------- */
 
 /* Parses one JSON value; records top-level object members (key -> text of
  * the value) so that the test can look them up. */
@@ -549,9 +553,9 @@ static int member_array(const struct json *j, const char *key,
 static void test_json_checker_rejects(void **state) {
   (void)state;
   static const char *const bad[] = {
-      "{\"a\":1",          "{\"a\":1}}",      "{\"a\":1,}",     "{\"a\" 1}",
-      "{\"a\":1 \"b\":2}", "{\"a\":[1,2}",    "{\"a\":01}",     "{a:1}",
-      "{\"a\":1}{}",       "[1]",             "{\"a\":1,\"a\":2}", "",
+      "{\"a\":1",          "{\"a\":1}}",   "{\"a\":1,}",        "{\"a\" 1}",
+      "{\"a\":1 \"b\":2}", "{\"a\":[1,2}", "{\"a\":01}",        "{a:1}",
+      "{\"a\":1}{}",       "[1]",          "{\"a\":1,\"a\":2}", "",
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     struct json j;
@@ -573,7 +577,8 @@ static void test_json_checker_rejects(void **state) {
   assert_int_equal(member_u64(&j, "a"), 1);
 }
 
-/* ---- formatting ---------------------------------------------------------------- */
+/* ---- formatting
+ * ---------------------------------------------------------------- */
 
 static char big[1 << 16];
 
@@ -595,7 +600,8 @@ static void test_format_json(void **state) {
   assert_int_equal(v->value_len, strlen(want));
   assert_memory_equal(v->value, want, v->value_len);
   for (int i = 0; i < HAK_STAT_COUNT; i++)
-    assert_int_equal(member_u64(&j, hak_stats_name((enum hak_stat)i)), s.count[i]);
+    assert_int_equal(member_u64(&j, hak_stats_name((enum hak_stat)i)),
+                     s.count[i]);
   assert_int_equal(member_u64(&j, "rss.current"), 123456789);
   assert_int_equal(member_u64(&j, "rss.peak"), 987654321);
   unsigned long long a[HAK_STATS_CLASSES + 1];
@@ -629,7 +635,7 @@ static void test_format_json(void **state) {
 static int text_value(const char *text, const char *name,
                       unsigned long long *value) {
   size_t len = strlen(name);
-  for (const char *line = text; *line; ) {
+  for (const char *line = text; *line;) {
     const char *end = strchr(line, '\n');
     assert_non_null(end); /* every line ends with a newline */
     const char *p = line;
@@ -651,13 +657,19 @@ static void test_format_text(void **state) {
   struct hak_stats_snapshot s;
   fill_synthetic(&s);
   hak_stats_set_rss(4096, 8192);
+  /* The block sizes come from the tier that owns the classes. */
+  static uint32_t sizes[HAK_STATS_CLASSES];
+  for (int i = 0; i < HAK_STATS_CLASSES; i++)
+    sizes[i] = 100u * (unsigned)(i + 1) + 7;
+  hak_stats_set_class_sizes(sizes, HAK_STATS_CLASSES);
   size_t n = hak_stats_format(&s, 0, big, sizeof big);
   assert_true(n > 0 && n < sizeof big - 1);
   assert_int_equal(n, strlen(big));
   assert_int_equal(big[n - 1], '\n');
 
   char title[64];
-  snprintf(title, sizeof title, "hakmem statistics (%s build)\n", variant_name());
+  snprintf(title, sizeof title, "hakmem statistics (%s build)\n",
+           variant_name());
   assert_memory_equal(big, title, strlen(title));
   for (int i = 0; i < HAK_STAT_COUNT; i++) {
     unsigned long long v;
@@ -675,7 +687,8 @@ static void test_format_text(void **state) {
   static const struct {
     int cls;
     unsigned long long m, f;
-  } rows[] = {{0, 11, 10}, {3, 5, 2}, {7, 0, 9}, {HAK_STATS_CLASSES - 1, 123456789, 0}};
+  } rows[] = {
+      {0, 11, 10}, {3, 5, 2}, {7, 0, 9}, {HAK_STATS_CLASSES - 1, 123456789, 0}};
   for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
     char line[128];
     int found = 0;
@@ -684,7 +697,7 @@ static void test_format_text(void **state) {
       int used = 0;
       if (sscanf(p, " %llu %llu %llu %llu%n", &c, &bs, &m, &f, &used) == 4 &&
           p[used] == '\n' && c == (unsigned long long)rows[r].cls) {
-        assert_int_equal(bs, 16ull * (c + 1));
+        assert_int_equal(bs, sizes[c]);
         assert_int_equal(m, rows[r].m);
         assert_int_equal(f, rows[r].f);
         found = 1;
@@ -754,20 +767,20 @@ static void test_format_truncation_json(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_names),
-      cmocka_unit_test(test_snapshot_live_and_exited_threads),
-      cmocka_unit_test(test_snapshot_thread_exit_then_count_again),
-      cmocka_unit_test(test_snapshot_many_exited_threads),
-      cmocka_unit_test(test_snapshot_own_thread_and_concurrent),
+    cmocka_unit_test(test_names),
+    cmocka_unit_test(test_snapshot_live_and_exited_threads),
+    cmocka_unit_test(test_snapshot_thread_exit_then_count_again),
+    cmocka_unit_test(test_snapshot_many_exited_threads),
+    cmocka_unit_test(test_snapshot_own_thread_and_concurrent),
 #if !HAK_GATE_COUNT_SYSCALLS && !HAK_GATE_COUNT_PATHS
-      cmocka_unit_test(test_snapshot_fast_is_zero),
+    cmocka_unit_test(test_snapshot_fast_is_zero),
 #endif
-      cmocka_unit_test(test_fork),
-      cmocka_unit_test(test_json_checker_rejects),
-      cmocka_unit_test(test_format_json),
-      cmocka_unit_test(test_format_text),
-      cmocka_unit_test(test_format_truncation_text),
-      cmocka_unit_test(test_format_truncation_json),
+    cmocka_unit_test(test_fork),
+    cmocka_unit_test(test_json_checker_rejects),
+    cmocka_unit_test(test_format_json),
+    cmocka_unit_test(test_format_text),
+    cmocka_unit_test(test_format_truncation_text),
+    cmocka_unit_test(test_format_truncation_json),
   };
   return cmocka_run_group_tests_name("stats", tests, NULL, NULL);
 }
