@@ -107,7 +107,7 @@ HAK_INTERNAL __attribute__((noreturn)) void hak_tiny_corrupt(const void *p);
 
 /* Per-process secret the checked builds encode free-list links with and
  * mark freed blocks with.  Its top bit is set, so it is never a pointer. */
-extern uint64_t hak_tiny_secret;
+HAK_INTERNAL extern uint64_t hak_tiny_secret;
 
 /* Class of each 16-byte step of the size, (n - 1) >> 4: one byte load from
  * a line that stays hot.  Block sizes in hak_tiny_class_sizes. */
