@@ -34,20 +34,22 @@
  * thread whose heap is not yet set up, so neither ever matches a slab. */
 #define HAK_TINY_OWNER_NONE UINT64_MAX /* slab free in its superslab */
 #define HAK_TINY_OWNER_ABANDONED (UINT64_MAX - 1) /* its thread exited */
-/* Or-ed into a heap's id while the slab is owned but not the current slab of
- * its class (owners NONE and ABANDONED have both bits too).  A free by the
- * owner takes the fast path while owner & ~IDLE == id: into the class's
- * list if the slab is current, onto the slab's own list if it is idle.  A
- * full slab (FULL) takes the slow path, which moves it to the partial list
- * so that refill finds it. */
+/* The owner word is the slab's whole state:
+ *   id                a heap's current slab of its class (fast free: onto
+ *                     the class's list);
+ *   id | IDLE         one of its partial slabs (fast free: onto the slab's
+ *                     own list);
+ *   id | IDLE | FULL  one of its full slabs (slow free: moves it to the
+ *                     partial queue, so that refill finds it);
+ *   NONE, ABANDONED   free in its superslab, or left by an exited thread
+ *                     (both have IDLE and FULL set, so never match). */
 #define HAK_TINY_OWNER_IDLE ((uint64_t)1 << 62)
 #define HAK_TINY_OWNER_FULL ((uint64_t)1 << 61)
 
 /* Per-slab metadata: one cache line, in the superslab header. */
 struct hak_tiny_slab {
-  uint64_t owner; /* heap id (| IDLE); read by every free */
-  uint16_t cls;
-  uint16_t state; /* enum in tiny_internal.h */
+  uint64_t owner; /* heap id and state (above); read by every free */
+  uint32_t cls;
   uint32_t block_size;
   void *free;         /* local free list while the slab is not current */
   void *remote;       /* frees from other threads (atomic push, swap-all) */

@@ -126,7 +126,6 @@ static HAK_COLD void audit_free_list(const struct hak_tiny_slab *s) {
 static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   if (HAK_GATE_CHECKS && HAK_UNLIKELY(tiny_audit_lists) && s->free)
     audit_free_list(s);
-  s->state = SLAB_CURRENT;
   __atomic_store_n(&s->owner, h->id, __ATOMIC_RELAXED);
   h->cur[s->cls] = s;
   h->free[s->cls] = s->free;
@@ -135,7 +134,6 @@ static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
 
 /* An idle slab gained a free block: refill may take it. */
 static void make_partial(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
-  s->state = SLAB_PARTIAL;
   __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE, __ATOMIC_RELAXED);
   partial_append(h, s);
 }
@@ -148,7 +146,6 @@ static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
   __atomic_store_n(&s->owner, h->id | HAK_TINY_OWNER_IDLE | HAK_TINY_OWNER_FULL,
                    __ATOMIC_RELAXED);
   s->used = tiny_slab_carved_blocks(s);
-  s->state = SLAB_FULL;
   slab_list_push(&h->full[cls], s);
 }
 

@@ -183,8 +183,7 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
 
   struct hak_tiny_slab *s = &ss->slabs[idx];
   uint32_t bs = (uint32_t)hak_tiny_class_size(cls);
-  s->cls = (uint16_t)cls;
-  s->state = SLAB_CURRENT;
+  s->cls = cls;
   s->block_size = bs;
   s->free = NULL;
   __atomic_store_n(&s->remote, NULL, __ATOMIC_RELAXED);
@@ -204,7 +203,6 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
   unsigned idx = (unsigned)(s - ss->slabs);
   uint64_t bit = (uint64_t)1 << idx;
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_NONE, __ATOMIC_RELEASE);
-  s->state = SLAB_FREE;
   bool touched = s->carved != 0;
   /* Every later free into it fails the block-start check. */
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
@@ -251,7 +249,6 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
 
 void tiny_slab_abandon(struct hak_tiny_slab *s) {
   pthread_mutex_lock(&abandoned_lock);
-  s->state = SLAB_ABANDONED;
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_ABANDONED, __ATOMIC_RELEASE);
   slab_list_push(&abandoned[s->cls], s);
   note_abandoned(s->cls);

@@ -4,14 +4,6 @@
 
 #include "hak_tiny.h"
 
-enum slab_state {
-  SLAB_FREE = 0,  /* in its superslab, not carved */
-  SLAB_CURRENT,   /* a heap allocates from it (bins[cls].cur) */
-  SLAB_PARTIAL,   /* owned, not current, has blocks on its free list */
-  SLAB_FULL,      /* owned, not current, free list empty */
-  SLAB_ABANDONED, /* its heap's thread exited; waiting for adoption */
-};
-
 /* HAKMEM_CHECKS=2: audit a slab's free list when a heap takes it. */
 extern bool tiny_audit_lists;
 
