@@ -10,8 +10,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,7 +56,9 @@ static uint64_t next_purge_ms = UINT64_MAX;
 
 static unsigned fail_mappings; /* test hook */
 
-struct hak_os_config hak_os_default_config(void) { return config; }
+struct hak_os_config hak_os_default_config(void) {
+  return config;
+}
 
 static void enforce_bounds_locked(void);
 static void purge_locked(uint64_t now);
@@ -140,7 +142,9 @@ static void map_set(const void *base, enum hak_region_kind kind) {
     __atomic_store_n(&hak_os_region_map[unit], (uint8_t)kind, __ATOMIC_RELEASE);
 }
 
-void hak_os_set_kind(void *region, enum hak_region_kind kind) { map_set(region, kind); }
+void hak_os_set_kind(void *region, enum hak_region_kind kind) {
+  map_set(region, kind);
+}
 
 /* ---- aligned mappings ------------------------------------------------- */
 
@@ -179,7 +183,8 @@ static void *map_aligned(size_t size) {
     p = sys_mmap(over);
   if (!p)
     return NULL;
-  uintptr_t a = ((uintptr_t)p + HAK_SUPERSLAB_MASK) & ~(uintptr_t)HAK_SUPERSLAB_MASK;
+  uintptr_t a =
+      ((uintptr_t)p + HAK_SUPERSLAB_MASK) & ~(uintptr_t)HAK_SUPERSLAB_MASK;
   size_t head = a - (uintptr_t)p;
   sys_munmap(p, head);
   sys_munmap((char *)a + size, over - head - size);
@@ -313,18 +318,25 @@ void hak_os_purge(void) {
 
 /* ---- superslabs ------------------------------------------------------- */
 
+/* Takes the most recently freed superslab: committed if any is (they are
+ * at the end, see free_superslabs), warmest in caches.  With
+ * resident_only, only a committed one.  Called with os_lock held. */
+static void *take_cached_locked(size_t *dirty, bool resident_only) {
+  if (!free_count || (resident_only && !free_superslabs[free_count - 1].dirty))
+    return NULL;
+  struct superslab_slot *e = &free_superslabs[free_count - 1];
+  void *ss = e->base;
+  *dirty = e->dirty; /* decommitted pages read as zero */
+  superslab_remove(free_count - 1);
+  HAK_STAT_SYS(OS_SUPERSLAB_REUSED, 1);
+  return ss;
+}
+
 void *hak_os_superslab_alloc_dirty(size_t *dirty) {
-  void *ss;
   pthread_mutex_lock(&os_lock);
   purge_locked(hak_os_clock_ms());
-  if (free_count) {
-    /* The most recently freed: committed if any is, warmest in caches. */
-    struct superslab_slot *e = &free_superslabs[free_count - 1];
-    ss = e->base;
-    *dirty = e->dirty; /* decommitted pages read as zero */
-    superslab_remove(free_count - 1);
-    HAK_STAT_SYS(OS_SUPERSLAB_REUSED, 1);
-  } else {
+  void *ss = take_cached_locked(dirty, false);
+  if (!ss) {
     ss = map_aligned(HAK_SUPERSLAB_SIZE);
     *dirty = 0;
     if (ss)
@@ -337,16 +349,9 @@ void *hak_os_superslab_alloc_dirty(size_t *dirty) {
 }
 
 void *hak_os_superslab_alloc_resident(size_t *dirty) {
-  void *ss = NULL;
   pthread_mutex_lock(&os_lock);
   purge_locked(hak_os_clock_ms());
-  /* Committed ones are at the end (see free_superslabs). */
-  if (free_count && free_superslabs[free_count - 1].dirty) {
-    ss = free_superslabs[free_count - 1].base;
-    *dirty = free_superslabs[free_count - 1].dirty;
-    superslab_remove(free_count - 1);
-    HAK_STAT_SYS(OS_SUPERSLAB_REUSED, 1);
-  }
+  void *ss = take_cached_locked(dirty, true);
   pthread_mutex_unlock(&os_lock);
   if (ss)
     HAK_VG_FRESH(ss, HAK_SUPERSLAB_SIZE);
@@ -410,8 +415,7 @@ void *hak_os_huge_alloc(size_t size, size_t *mapped, bool *zeroed) {
   int best = -1;
   for (unsigned i = 0; i < huge_count; i++) {
     size_t m = huge_cache[i].mapped;
-    if (m >= size && m / 2 <= size &&
-        (best < 0 || m < huge_cache[best].mapped))
+    if (m >= size && m / 2 <= size && (best < 0 || m < huge_cache[best].mapped))
       best = (int)i;
   }
   void *base;
