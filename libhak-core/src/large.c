@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
-#include <string.h>
 
 struct large_header {
   struct hak_region region; /* size = bytes mapped */
@@ -175,7 +174,7 @@ void *hak_large_calloc(size_t size) {
   size_t nonzero;
   void *p = large_malloc(size, 0, &nonzero);
   if (p && nonzero)
-    memset(p, 0, nonzero < size ? nonzero : size);
+    hak_os_zero(p, nonzero < size ? nonzero : size);
   return p;
 }
 

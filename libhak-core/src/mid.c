@@ -478,8 +478,10 @@ void *hak_mid_calloc(size_t size) {
   bool fresh;
   void *p = malloc_class(mid_class(size), &fresh);
   /* A fresh block was written only where its links go. */
-  if (p)
-    memset(p, 0, fresh ? 2 * sizeof(uint64_t) : size);
+  if (p && fresh)
+    memset(p, 0, 2 * sizeof(uint64_t));
+  else if (p)
+    hak_os_zero(p, size);
   return p;
 }
 

@@ -82,6 +82,14 @@ HAK_INTERNAL bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
  * and are committed again by the next write.  p and n page-aligned. */
 HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
 
+/* Clears [p, p + n) of committed, writable memory, as memset would.  From
+ * HAK_OS_ZERO_PROBE bytes on, it asks the kernel which pages are resident
+ * (mincore): it writes zeros only to those, and gives the others back with
+ * MADV_DONTNEED, which makes never-touched pages read as zero without
+ * faulting them in and discards swapped-out ones. */
+#define HAK_OS_ZERO_PROBE ((size_t)128 << 10)
+HAK_INTERNAL void hak_os_zero(void *p, size_t n);
+
 /* The region map: one byte per HAK_SUPERSLAB_SIZE unit of the 47-bit user
  * address space, the kind of the region that starts there (os.c). */
 #define HAK_OS_MAP_UNITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))

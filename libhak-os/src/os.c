@@ -125,6 +125,92 @@ void hak_os_decommit(void *p, size_t n) {
   madvise(p, n, MADV_DONTNEED);
 }
 
+/* Writing zeros to a page the process never touched costs a page fault
+ * (2-4 us here) to store what the kernel would have returned anyway, and
+ * makes the page resident; one mincore call covers 256 pages and costs
+ * about what clearing 4 resident ones does.  A page mincore reports absent
+ * is either untouched or swapped out: MADV_DONTNEED makes both read as
+ * zero, so the answer needs no other knowledge to be right.  A page swapped
+ * out between the two calls is cleared by memset, which faults it back. */
+enum { ZERO_PROBE_PAGES = 256 };
+
+/* The last few ranges this thread cleared and found all resident.  A
+ * program that writes what it callocs gets the same blocks back and would
+ * pay the probe every time for nothing; one that writes a corner of them
+ * never gets here.  Only a hint: a page gone since (decommitted, swapped
+ * out) is cleared by memset, which is right, only slower. */
+enum { ZERO_HINTS = 16 };
+static __thread struct zero_hint {
+  const char *p;
+  size_t n;
+} zero_hints[ZERO_HINTS] __attribute__((tls_model("initial-exec")));
+
+static struct zero_hint *zero_hint_of(const char *p) {
+  uintptr_t page = (uintptr_t)p / HAK_PAGE_SIZE;
+  return &zero_hints[(page * 0x9E3779B97F4A7C15u) >> 60];
+}
+
+static void zero_absent(char *p, size_t n) {
+  HAK_STAT_SYS(SYS_MADVISE, 1);
+  HAK_STAT_SYS(OS_BYTES_DECOMMITTED, n);
+  madvise(p, n, MADV_DONTNEED);
+}
+
+void hak_os_zero(void *p, size_t n) {
+  char *c = p, *end = c + n;
+  char *a = (char *)(((uintptr_t)c + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1));
+  char *b = (char *)((uintptr_t)end & ~(HAK_PAGE_SIZE - 1));
+  if (n < HAK_OS_ZERO_PROBE || a >= b) {
+    memset(p, 0, n);
+    return;
+  }
+  struct zero_hint *hint = zero_hint_of(c);
+  if (hint->p == c && hint->n == n) {
+    memset(p, 0, n);
+    return;
+  }
+  memset(c, 0, (size_t)(a - c));
+  memset(b, 0, (size_t)(end - b));
+  unsigned char vec[ZERO_PROBE_PAGES];
+  char *absent = NULL; /* start of the current run of absent pages */
+  bool all_resident = true;
+  while (a < b) {
+    size_t pages = (size_t)(b - a) / HAK_PAGE_SIZE;
+    if (pages > ZERO_PROBE_PAGES)
+      pages = ZERO_PROBE_PAGES;
+    HAK_STAT_SYS(SYS_MINCORE, 1);
+    if (mincore(a, pages * HAK_PAGE_SIZE, vec) != 0) {
+      /* Refused (a sandbox): clear what is left the plain way. */
+      if (absent)
+        zero_absent(absent, (size_t)(a - absent));
+      memset(a, 0, (size_t)(b - a));
+      return;
+    }
+    for (size_t i = 0; i < pages;) {
+      size_t j = i + 1;
+      bool resident = vec[i] & 1;
+      while (j < pages && (vec[j] & 1) == resident)
+        j++;
+      char *run = a + i * HAK_PAGE_SIZE;
+      if (resident) {
+        if (absent)
+          zero_absent(absent, (size_t)(run - absent));
+        absent = NULL;
+        memset(run, 0, (j - i) * HAK_PAGE_SIZE);
+      } else if (!absent) {
+        absent = run;
+        all_resident = false;
+      }
+      i = j;
+    }
+    a += pages * HAK_PAGE_SIZE;
+  }
+  if (absent)
+    zero_absent(absent, (size_t)(b - absent));
+  if (all_resident)
+    *hint = (struct zero_hint){c, n};
+}
+
 void hak_os_protect(void *p, size_t n, bool access) {
   mprotect(p, n, access ? PROT_READ | PROT_WRITE : PROT_NONE);
 }

@@ -89,6 +89,7 @@
   X(SYS_MUNMAP, "sys.munmap")                                                 \
   X(SYS_MADVISE, "sys.madvise")                                               \
   X(SYS_MREMAP, "sys.mremap")                                                 \
+  X(SYS_MINCORE, "sys.mincore")                                               \
   X(OS_BYTES_MAPPED, "os.bytes_mapped")                                       \
   X(OS_BYTES_UNMAPPED, "os.bytes_unmapped")                                   \
   X(OS_BYTES_DECOMMITTED, "os.bytes_decommitted")                             \

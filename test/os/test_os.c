@@ -559,6 +559,86 @@ static void test_decommit_drops_rss(void **state) {
   hak_os_release_caches();
 }
 
+/* Pages of [p, p + n) that are resident. */
+static size_t resident_pages(const void *p, size_t n) {
+  unsigned char vec[1024];
+  size_t pages = n / PAGE, count = 0;
+  assert_true(pages <= sizeof vec);
+  assert_int_equal(mincore((void *)p, n, vec), 0);
+  for (size_t i = 0; i < pages; i++)
+    count += vec[i] & 1;
+  return count;
+}
+
+/* hak_os_zero clears like memset, writes only the resident pages, and
+ * leaves the untouched ones untouched. */
+static void test_zero(void **state) {
+  (void)state;
+  bool zeroed;
+  unsigned char *ss = hak_os_superslab_alloc(&zeroed);
+  assert_non_null(ss);
+  hak_os_decommit(ss, SS);
+
+  /* Below the probe size: a plain clear, no system call. */
+  memset(ss, 0x77, PAGE);
+  struct counters c = mark();
+  hak_os_zero(ss + 1, 1000);
+  assert_int_equal(ss[0], 0x77);
+  assert_true(all_zero(ss + 1, 1000));
+  assert_int_equal(ss[1001], 0x77);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MINCORE), 0);
+
+  /* 200 pages from an unaligned start: pages 0-9 and 50 written (and 1-9 of
+   * the next run), the rest never touched. */
+  unsigned char *r = ss + 2 * PAGE;
+  const size_t pages = 200, n = pages * PAGE - 300;
+  memset(r - PAGE, 0x55, 11 * PAGE);
+  memset(r + 50 * PAGE, 0x66, PAGE);
+  memset(r + 100 * PAGE + 7, 0x44, 9 * PAGE);
+  r[pages * PAGE - 300] = 0x33; /* just past the range */
+  c = mark();
+  hak_os_zero(r + 100, n - 100);
+  /* The written pages, the head page and the tail page; not the others
+   * (counted before reading them: a read maps the kernel's zero page). */
+  assert_true(resident_pages(r, pages * PAGE) <= 10 + 1 + 10 + 2);
+  assert_int_equal(r[99], 0x55);
+  assert_true(all_zero(r + 100, n - 100));
+  assert_int_equal(r[n], 0x33);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MINCORE), 1);
+    assert_true(delta(&c, HAK_STAT_SYS_MADVISE) >= 1);
+  }
+
+  /* Written everywhere, then cleared twice: the second time the hint
+   * spares the probe, and the result is the same. */
+  memset(r, 0x22, pages * PAGE);
+  hak_os_zero(r, pages * PAGE);
+  assert_true(all_zero(r, pages * PAGE));
+  assert_int_equal(resident_pages(r, pages * PAGE), pages);
+  memset(r, 0x23, pages * PAGE);
+  c = mark();
+  hak_os_zero(r, pages * PAGE);
+  assert_true(all_zero(r, pages * PAGE));
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(delta(&c, HAK_STAT_SYS_MINCORE), 0);
+
+  /* A hint gone stale (the pages given back since) still clears right. */
+  memset(r, 0x24, pages * PAGE);
+  hak_os_decommit(r + PAGE, PAGE);
+  hak_os_zero(r, pages * PAGE);
+  assert_true(all_zero(r, pages * PAGE));
+
+  /* More than one probe's worth (1 MiB) with a written page at the seam. */
+  hak_os_decommit(ss, SS);
+  memset(ss + 255 * PAGE, 0x12, 2 * PAGE);
+  memset(ss + SS - PAGE, 0x13, PAGE);
+  hak_os_zero(ss, SS);
+  assert_int_equal(resident_pages(ss, 1024 * PAGE), 3);
+  assert_true(all_zero(ss, SS));
+  hak_os_superslab_free(ss);
+}
+
 /* ---- huge regions -------------------------------------------------------------- */
 
 static void test_huge_rounding_alignment(void **state) {
@@ -1259,6 +1339,7 @@ int main(void) {
       T(test_superslab_dirty_extent),
       T(test_decommit_reads_zero),
       T(test_decommit_drops_rss),
+      T(test_zero),
       T(test_huge_rounding_alignment),
       T(test_huge_impossible_size),
       T(test_huge_resize),
