@@ -13,20 +13,16 @@
  * asserts 0 (or, for the double-free case in the checked builds, SIGABRT
  * with "double free" on stderr).
  */
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "api_test.h"
 #include "hak_stats.h" /* HAK_GATE_CHECKS */
+#include "test_child.h"
 
 /* ---- child side --------------------------------------------------------- */
 
@@ -235,31 +231,34 @@ static int double_free_mid_across_first_tiny(void) {
   return 0;
 }
 
+static int double_free_child(void *arg) {
+  (void)arg;
+  return double_free_mid_across_first_tiny() + 99;
+}
+
 /* ---- parent side ---------------------------------------------------------- */
 
+struct case_fn {
+  int (*fn)(void);
+};
+
+static int call_case(void *arg) { return ((struct case_fn *)arg)->fn(); }
+
 static void run_case(int (*fn)(void), const char *name) {
-  fflush(stdout);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    alarm(30);
-    _exit(fn());
-  }
-  int status;
-  pid_t w;
-  do
-    w = waitpid(pid, &status, 0);
-  while (w < 0 && errno == EINTR);
-  assert_int_equal(w, pid);
-  if (WIFSIGNALED(status))
-    fail_msg("%s: the child died by signal %d (its stderr above says why)", name,
-             WTERMSIG(status));
-  if (WEXITSTATUS(status) != 0)
-    fail_msg("%s: the child exited with %d (%s)", name, WEXITSTATUS(status),
-             WEXITSTATUS(status) == BAD_NULL       ? "an allocation failed"
-             : WEXITSTATUS(status) == BAD_CONTENTS ? "a block lost its contents"
-             : WEXITSTATUS(status) == BAD_ZERO     ? "calloc memory not zero"
-                                                   : "see the code");
+  struct case_fn c = {fn};
+  struct child_end end;
+  child_run(call_case, &c, &(struct child_opts){.alarm = 30}, &end);
+  if (child_ok(&end))
+    return;
+  char how[160];
+  child_end_text(&end, how, sizeof how);
+  if (end.how != CHILD_EXITED)
+    fail_msg("%s: the child %s (its stderr above says why)", name, how);
+  fail_msg("%s: the child %s (%s)", name, how,
+           end.code == BAD_NULL       ? "an allocation failed"
+           : end.code == BAD_CONTENTS ? "a block lost its contents"
+           : end.code == BAD_ZERO     ? "calloc memory not zero"
+                                      : "see the code");
 }
 
 static void test_mid_then_tiny(void **s) { (void)s; run_case(mid_then_tiny, "mid first"); }
@@ -280,34 +279,19 @@ static void test_double_free_detected_across_first_tiny(void **s) {
   (void)s;
   if (!HAK_GATE_CHECKS)
     skip();
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  fflush(stdout);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    dup2(fds[1], 2);
-    struct rlimit no_core = {0, 0};
-    setrlimit(RLIMIT_CORE, &no_core);
-    alarm(20);
-    _exit(double_free_mid_across_first_tiny() + 99);
-  }
-  close(fds[1]);
-  char out[2048];
-  size_t len = 0;
-  ssize_t r;
-  while ((r = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
-    len += (size_t)r;
-  out[len] = 0;
-  close(fds[0]);
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+  struct child_end end;
+  child_run(double_free_child, NULL,
+            &(struct child_opts){
+                .alarm = 20, .capture_stderr = true, .no_core = true},
+            &end);
+  if (end.how != CHILD_KILLED || end.code != SIGABRT) {
+    char how[160];
     fail_msg("double free of a mid block freed before the first tiny block: "
-             "not detected (child status %d, stderr \"%s\")", status, out);
-  if (!strstr(out, "double free"))
-    fail_msg("aborted, but not for a double free: \"%s\"", out);
+             "not detected (the child %s, stderr \"%s\")",
+             child_end_text(&end, how, sizeof how), end.err);
+  }
+  if (!strstr(end.err, "double free"))
+    fail_msg("aborted, but not for a double free: \"%s\"", end.err);
 }
 
 int main(void) {

@@ -24,20 +24,19 @@
  * supported", or "dup thread with used id" with die_after_fork=0), so the
  * tsan build runs this test in that mode (test/api/CMakeLists.txt).
  */
-#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api_test.h"
 #include "hak_stats.h" /* hak_stats_snapshot */
+#include "test_child.h"
 
 #define WORKERS 2
 #define FORKS 50
@@ -180,18 +179,45 @@ static void *child_thread(void *arg) {
   return (void *)(intptr_t)churn((uintptr_t)arg, 1000);
 }
 
-static int child_main(int round) {
-  alarm(20); /* a deadlock in the child ends it by SIGALRM */
-  int st = churn(1000 + (uint64_t)round, 2500);
-  if (st)
-    return st;
-  /* Blocks of the exited thread, and of the parent's main thread. */
+/* The forking thread allocates just before each fork, so that the fork
+ * comes while the allocator is busy on this thread as well as on others
+ * (workers get going meanwhile). */
+static void allocate_before_fork(int count, size_t step) {
+  for (int k = 0; k < count; k++)
+    hak_free(hak_malloc((size_t)k * step + 1));
+}
+
+/* The inherited blocks as a child finds them (their first 64 KiB). */
+static int check_inherited(void) {
   for (unsigned i = 0; i < INHERITED; i++) {
     size_t check = inherited[i].size > 64 * KiB ? 64 * KiB : inherited[i].size;
     if (pattern_mismatch(inherited[i].p, check, i) != check)
       return CHILD_INHERITED_CORRUPT;
-    hak_free(inherited[i].p);
   }
+  return CHILD_OK;
+}
+
+/* A child's own copies of the inherited blocks go back, once checked. */
+static int check_and_free_inherited(void) {
+  int st = check_inherited();
+  if (st)
+    return st;
+  for (unsigned i = 0; i < INHERITED; i++)
+    hak_free(inherited[i].p);
+  return CHILD_OK;
+}
+
+/* A deadlock in a child ends it by SIGALRM: the test fails, not hangs. */
+static const struct child_opts child_alarm_20 = {.alarm = 20};
+
+static int child_main(void *arg) {
+  int round = (int)(intptr_t)arg;
+  int st = churn(1000 + (uint64_t)round, 2500);
+  if (st)
+    return st;
+  /* Blocks of the exited thread, and of the parent's main thread. */
+  if ((st = check_and_free_inherited()))
+    return st;
   /* Threads work in the child too: its locks were reset, not left held. */
   if (!child_threads)
     return churn(2000 + (uint64_t)round, 1000);
@@ -207,54 +233,55 @@ static int child_main(int round) {
   return (int)(intptr_t)ret;
 }
 
-static void test_fork_while_threads_allocate(void **state) {
-  (void)state;
+/* What the forks of the first and the nested tests happen amid: blocks of a
+ * thread that has exited, and WORKERS threads allocating and freeing. */
+static void start_scene(pthread_t workers[WORKERS], unsigned first_seed) {
   pthread_t th;
   void *ret;
   assert_int_equal(pthread_create(&th, NULL, make_inherited, NULL), 0);
   assert_int_equal(pthread_join(th, &ret), 0);
   assert_null(ret);
-
-  pthread_t workers[WORKERS];
-  stop_workers = 0;
+  __atomic_store_n(&stop_workers, 0, __ATOMIC_RELAXED);
   workers_started = 0;
-  for (int i = 0; i < WORKERS; i++)
+  for (unsigned i = 0; i < WORKERS; i++)
     assert_int_equal(pthread_create(&workers[i], NULL, worker,
-                                    (void *)(uintptr_t)(i + 1)), 0);
+                                    (void *)(uintptr_t)(i + first_seed)),
+                     0);
   wait_started(WORKERS);
-  for (int round = 0; round < FORKS; round++) {
-    /* Let the workers get going (and be inside the allocator). */
-    for (int k = 0; k < 200; k++)
-      hak_free(hak_malloc((size_t)k * 37 + 1));
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-      _exit(child_main(round));
-    int status;
-    pid_t w;
-    do
-      w = waitpid(pid, &status, 0);
-    while (w < 0 && errno == EINTR);
-    assert_int_equal(w, pid);
-    if (WIFSIGNALED(status))
-      fail_msg("fork %d: child killed by signal %d%s", round, WTERMSIG(status),
-               WTERMSIG(status) == SIGALRM ? " (deadlock: alarm)" : "");
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-      fail_msg("fork %d: child exited with status %d", round,
-               WEXITSTATUS(status));
-  }
+}
+
+/* Stops the workers: none saw a broken block, and the parent's copies of
+ * the inherited blocks are untouched. */
+static void end_scene(pthread_t workers[WORKERS]) {
   __atomic_store_n(&stop_workers, 1, __ATOMIC_RELAXED);
   for (int i = 0; i < WORKERS; i++) {
+    void *ret;
     assert_int_equal(pthread_join(workers[i], &ret), 0);
     if (ret)
       fail_msg("worker %d saw %lu errors", i, (unsigned long)(uintptr_t)ret);
   }
-  /* The parent's copies of the inherited blocks are untouched. */
   for (unsigned i = 0; i < INHERITED; i++) {
     size_t check = inherited[i].size > 64 * KiB ? 64 * KiB : inherited[i].size;
     assert_pattern(inherited[i].p, check, i);
     hak_free(inherited[i].p);
   }
+}
+
+static void test_fork_while_threads_allocate(void **state) {
+  (void)state;
+  pthread_t workers[WORKERS];
+  start_scene(workers, 1);
+  for (int round = 0; round < FORKS; round++) {
+    allocate_before_fork(200, 37);
+    struct child_end end;
+    child_run(child_main, (void *)(intptr_t)round, &child_alarm_20, &end);
+    if (!child_ok(&end)) {
+      char how[160];
+      fail_msg("fork %d: the child %s", round,
+               child_end_text(&end, how, sizeof how));
+    }
+  }
+  end_scene(workers);
 }
 
 /* ---- fork while another thread reads the statistics ------------------- */
@@ -281,8 +308,8 @@ static void *reporter(void *arg) {
   return (void *)(uintptr_t)reports;
 }
 
-static int child_report(int round) {
-  alarm(3); /* blocked on a lock held at fork: SIGALRM */
+static int child_report(void *arg) {
+  int round = (int)(intptr_t)arg;
   char buf[4096];
   if (hak_stats_report(buf, sizeof buf, round & 1) == 0)
     return 20;
@@ -311,33 +338,23 @@ static void test_fork_while_reporting(void **state) {
   pthread_t rep;
   stop_reporter = 0;
   assert_int_equal(pthread_create(&rep, NULL, reporter, NULL), 0);
-  int round, status = 0;
+  /* A child blocked on a lock held at fork ends by SIGALRM. */
+  const struct child_opts opts = {.alarm = 3};
+  struct child_end end;
+  int round;
   for (round = 0; round < ROUNDS; round++) {
-    for (int k = 0; k < 100; k++)
-      hak_free(hak_malloc((size_t)k * 53 + 1));
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-      _exit(child_report(round));
-    pid_t w;
-    do
-      w = waitpid(pid, &status, 0);
-    while (w < 0 && errno == EINTR);
-    assert_int_equal(w, pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    allocate_before_fork(100, 53);
+    child_run(child_report, (void *)(intptr_t)round, &opts, &end);
+    if (!child_ok(&end))
       break; /* one is enough (and each hang costs the alarm's seconds) */
   }
   __atomic_store_n(&stop_reporter, 1, __ATOMIC_RELAXED);
   void *reports;
   assert_int_equal(pthread_join(rep, &reports), 0);
   if (round < ROUNDS) {
-    if (WIFSIGNALED(status))
-      fail_msg("fork %d: the child was killed by signal %d%s", round,
-               WTERMSIG(status),
-               WTERMSIG(status) == SIGALRM
-                   ? " (alarm: blocked on a lock another thread held at fork)"
-                   : "");
-    fail_msg("fork %d: the child exited with %d", round, WEXITSTATUS(status));
+    char how[160];
+    fail_msg("fork %d: the child %s", round,
+             child_end_text(&end, how, sizeof how));
   }
   print_message("fork while reporting: %d children fine; %lu snapshots in the "
                 "parent meanwhile\n", ROUNDS, (unsigned long)(uintptr_t)reports);
@@ -348,41 +365,41 @@ static void test_fork_while_reporting(void **state) {
 #define NEST_DEPTH 3
 #define NEST_ROUNDS 5
 
-/* Writes a line to stderr without stdio (the child may be anywhere). */
-static void child_say(const char *fmt, int a, int b) {
+/* Writes a line to stderr without stdio's buffers (the child may be
+ * anywhere). */
+static void child_say(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static void child_say(const char *fmt, ...) {
   char msg[160];
-  int n = snprintf(msg, sizeof msg, fmt, a, b);
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (n >= (int)sizeof msg)
+    n = (int)sizeof msg - 1; /* cut short */
   if (n > 0 && write(2, msg, (size_t)n) < 0)
     _exit(99);
 }
 
-static int wait_child(pid_t pid) {
-  int status;
-  pid_t w;
-  do
-    w = waitpid(pid, &status, 0);
-  while (w < 0 && errno == EINTR);
-  if (w != pid)
-    return 90;
-  if (WIFSIGNALED(status))
-    return WTERMSIG(status) == SIGALRM ? 91 : 92;
-  return WEXITSTATUS(status);
+/* Waits for a child; how it ended as one status that a child can pass up:
+ * its exit status, or 91 (killed by its alarm: a deadlock), 92 (killed by
+ * another signal), 90 (lost: waitpid failed). */
+static int wait_child(struct child *c) {
+  struct child_end end;
+  child_wait(c, &end);
+  if (end.how == CHILD_EXITED)
+    return end.code;
+  if (end.how == CHILD_KILLED)
+    return end.code == SIGALRM ? 91 : 92;
+  return 90;
 }
 
-static int check_inherited(void) {
-  for (unsigned i = 0; i < INHERITED; i++) {
-    size_t check = inherited[i].size > 64 * KiB ? 64 * KiB : inherited[i].size;
-    if (pattern_mismatch(inherited[i].p, check, i) != check)
-      return CHILD_INHERITED_CORRUPT;
-  }
-  return CHILD_OK;
-}
+static int fork_generation(int depth, int round);
 
 /* One generation: workers of its own run while it forks the next one; the
  * next one finds every inherited block intact and does the same.  Returns
  * 0, or a status naming the first problem (deeper ones are passed up). */
 static int nested(int depth, int round) {
-  alarm(30);
   int st = check_inherited();
   if (st)
     return st;
@@ -399,20 +416,8 @@ static int nested(int depth, int round) {
   }
   st = churn(3000 + (uint64_t)(depth * 100 + round), 1000);
   if (!st && depth < NEST_DEPTH) {
-    for (int k = 0; k < 100; k++) /* in the allocator as the fork comes */
-      hak_free(hak_malloc((size_t)k * 61 + 1));
-    pid_t pid = fork();
-    if (pid < 0) {
-      st = 93;
-    } else if (pid == 0) {
-      int cst = nested(depth + 1, round);
-      if (cst)
-        child_say("nested fork: generation %d failed with status %d\n",
-                  depth + 1, cst);
-      _exit(cst);
-    } else {
-      st = wait_child(pid);
-    }
+    allocate_before_fork(100, 61);
+    st = fork_generation(depth + 1, round);
   }
   __atomic_store_n(&stop_workers, 1, __ATOMIC_RELAXED);
   for (int i = 0; i < started; i++) {
@@ -425,56 +430,48 @@ static int nested(int depth, int round) {
   if (st)
     return st;
   /* This generation's own copies of the inherited blocks go back. */
-  if ((st = check_inherited()))
+  if ((st = check_and_free_inherited()))
     return st;
-  for (unsigned i = 0; i < INHERITED; i++)
-    hak_free(inherited[i].p);
   return churn(4000 + (uint64_t)(depth * 100 + round), 1000);
+}
+
+struct generation {
+  int depth, round;
+};
+
+static int generation_main(void *arg) {
+  const struct generation *g = arg;
+  int st = nested(g->depth, g->round);
+  if (st)
+    child_say("nested fork: round %d, generation %d failed with status %d\n",
+              g->round, g->depth, st);
+  return st;
+}
+
+/* Forks generation `depth` and waits for it: 0, or the first problem of it
+ * or of a generation below (93: the fork failed). */
+static int fork_generation(int depth, int round) {
+  struct generation g = {depth, round};
+  struct child c;
+  if (!child_start(&c, generation_main, &g, &(struct child_opts){.alarm = 30}))
+    return 93;
+  return wait_child(&c);
 }
 
 static void test_nested_forks(void **state) {
   (void)state;
-  pthread_t th;
-  void *ret;
-  assert_int_equal(pthread_create(&th, NULL, make_inherited, NULL), 0);
-  assert_int_equal(pthread_join(th, &ret), 0);
-  assert_null(ret);
   pthread_t workers[WORKERS];
-  __atomic_store_n(&stop_workers, 0, __ATOMIC_RELAXED);
-  workers_started = 0;
-  for (int i = 0; i < WORKERS; i++)
-    assert_int_equal(pthread_create(&workers[i], NULL, worker,
-                                    (void *)(uintptr_t)(i + 77)), 0);
-  wait_started(WORKERS);
+  start_scene(workers, 77);
   for (int round = 0; round < NEST_ROUNDS; round++) {
-    for (int k = 0; k < 200; k++)
-      hak_free(hak_malloc((size_t)k * 37 + 1));
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-      int st = nested(1, round);
-      if (st)
-        child_say("nested fork: generation 1 failed with status %d (round "
-                  "%d)\n", st, round);
-      _exit(st);
-    }
-    int st = wait_child(pid);
+    allocate_before_fork(200, 37);
+    int st = fork_generation(1, round);
     if (st)
       fail_msg("round %d: nested forks failed with status %d (91: alarm, a "
-               "deadlock; 92: a signal; 11/12: contents; 13: thread)", round,
-               st);
+               "deadlock; 92: a signal; 93: fork failed; 11/12: contents; "
+               "13: thread)",
+               round, st);
   }
-  __atomic_store_n(&stop_workers, 1, __ATOMIC_RELAXED);
-  for (int i = 0; i < WORKERS; i++) {
-    assert_int_equal(pthread_join(workers[i], &ret), 0);
-    if (ret)
-      fail_msg("worker %d saw %lu errors", i, (unsigned long)(uintptr_t)ret);
-  }
-  for (unsigned i = 0; i < INHERITED; i++) {
-    size_t check = inherited[i].size > 64 * KiB ? 64 * KiB : inherited[i].size;
-    assert_pattern(inherited[i].p, check, i);
-    hak_free(inherited[i].p);
-  }
+  end_scene(workers);
   print_message("nested forks: %d rounds, %d generations deep, workers running "
                 "in every generation%s\n", NEST_ROUNDS, NEST_DEPTH,
                 child_threads ? "" : " (but the first: HAK_FORK_CHILD_THREADS=0)");
@@ -567,46 +564,50 @@ struct forker_result {
   int round, status;
 };
 
+/* The child of a fork from a thread. */
+static int forked_from_thread(void *arg) {
+  int round = (int)(intptr_t)arg;
+  int st = churn(5000 + (uint64_t)round, 1000);
+  /* Blocks in the shared slots, allocated by threads that do not exist in
+   * the child: check and free them all. */
+  for (unsigned i = 0; !st && i < PASS_SLOTS; i++) {
+    if (!passed[i].p)
+      continue;
+    size_t check = passed[i].size > 4096 ? 4096 : passed[i].size;
+    if (pattern_mismatch(passed[i].p, check, passed[i].seed) != check)
+      st = CHILD_INHERITED_CORRUPT;
+    hak_free(passed[i].p);
+  }
+  if (!st && child_threads) {
+    pthread_t th;
+    void *ret;
+    if (pthread_create(&th, NULL, child_thread,
+                       (void *)(uintptr_t)(round + 7000)) ||
+        pthread_join(th, &ret))
+      st = CHILD_THREAD;
+    else
+      st = (int)(intptr_t)ret;
+  }
+  return st;
+}
+
 static void *forker(void *arg) {
   struct forker_result *res = arg;
   enum { ROUNDS = 20 };
   for (res->round = 0; res->round < ROUNDS; res->round++) {
-    for (int k = 0; k < 100; k++)
-      hak_free(hak_malloc((size_t)k * 43 + 1));
+    allocate_before_fork(100, 43);
     if (ASAN_FORK_UNSAFE)
       pthread_mutex_lock(&spawn_lock);
-    pid_t pid = fork();
-    if (ASAN_FORK_UNSAFE && pid != 0)
+    struct child c;
+    bool started = child_start(&c, forked_from_thread,
+                               (void *)(intptr_t)res->round, &child_alarm_20);
+    if (ASAN_FORK_UNSAFE)
       pthread_mutex_unlock(&spawn_lock);
-    if (pid < 0) {
+    if (!started) {
       res->status = 93;
       return NULL;
     }
-    if (pid == 0) {
-      alarm(20);
-      int st = churn(5000 + (uint64_t)res->round, 1000);
-      /* Blocks in the shared slots, allocated by threads that do not exist
-       * in the child: check and free them all. */
-      for (unsigned i = 0; !st && i < PASS_SLOTS; i++) {
-        if (!passed[i].p)
-          continue;
-        size_t check = passed[i].size > 4096 ? 4096 : passed[i].size;
-        if (pattern_mismatch(passed[i].p, check, passed[i].seed) != check)
-          st = CHILD_INHERITED_CORRUPT;
-        hak_free(passed[i].p);
-      }
-      if (!st && child_threads) {
-        pthread_t th;
-        void *ret;
-        if (pthread_create(&th, NULL, child_thread, (void *)(uintptr_t)(res->round + 7000)) ||
-            pthread_join(th, &ret))
-          st = CHILD_THREAD;
-        else
-          st = (int)(intptr_t)ret;
-      }
-      _exit(st);
-    }
-    res->status = wait_child(pid);
+    res->status = wait_child(&c);
     if (res->status)
       return NULL;
   }
@@ -644,8 +645,9 @@ static void test_fork_from_thread_while_threads_come_and_go(void **state) {
     fail_msg("short-lived threads: %lu failures", (unsigned long)(uintptr_t)ret);
   if (res.status)
     fail_msg("fork %d from a thread: the child failed with status %d (91: "
-             "alarm, a deadlock; 11/12: contents; 13: thread)", res.round,
-             res.status);
+             "alarm, a deadlock; 92: a signal; 93: fork failed; 11/12: "
+             "contents; 13: thread)",
+             res.round, res.status);
   for (int i = 0; i < PASS_SLOTS; i++) {
     hak_free(passed[i].p);
     pthread_mutex_destroy(&passed[i].lock);

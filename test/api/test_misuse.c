@@ -12,20 +12,17 @@
  * handle SIGABRT unless asked (handle_abort=0 by default), so nothing is
  * reported as an ASan error.
  */
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api_test.h"
 #include "hak_stats.h" /* HAK_GATE_CHECKS */
+#include "test_child.h"
 
 typedef void (*misuse_fn)(void *arg);
 
@@ -36,6 +33,21 @@ typedef void (*misuse_fn)(void *arg);
       skip();                                                                  \
   } while (0)
 
+struct misuse {
+  misuse_fn fn;
+  void *arg;
+};
+
+/* The child: the misuse must abort it; if it returns, the child says so. */
+static int misuse_child(void *arg) {
+  struct misuse *m = arg;
+  m->fn(m->arg);
+  static const char msg[] = "misuse went unnoticed\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+  return 99;
+}
+
 /* Runs fn(arg) in a child; asserts the child died by SIGABRT with a message
  * on stderr that contains `problem` and the address `addr` as %p prints it. */
 static void expect_abort(misuse_fn fn, void *arg, const char *problem,
@@ -44,64 +56,28 @@ static void expect_abort(misuse_fn fn, void *arg, const char *problem,
     skip(); /* the fast build does not check */
     return;
   }
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  fflush(stdout);
-  fflush(stderr);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    if (dup2(fds[1], 2) < 0)
-      _exit(98);
-    close(fds[1]);
-    struct rlimit no_core = {0, 0};
-    setrlimit(RLIMIT_CORE, &no_core); /* an expected abort: no core file */
-    alarm(20);
-    fn(arg);
-    static const char msg[] = "misuse went unnoticed\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-    _exit(99);
-  }
-  close(fds[1]);
-  char out[4096];
-  size_t len = 0;
-  for (;;) {
-    ssize_t r = read(fds[0], out + len, sizeof out - 1 - len);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      break;
-    len += (size_t)r;
-    if (len == sizeof out - 1)
-      break;
-  }
-  out[len] = 0;
-  close(fds[0]);
-  int status;
-  pid_t w;
-  do
-    w = waitpid(pid, &status, 0);
-  while (w < 0 && errno == EINTR);
-  assert_int_equal(w, pid);
+  struct misuse m = {fn, arg};
+  struct child_end end;
+  child_run(misuse_child, &m,
+            &(struct child_opts){
+                .alarm = 20, .capture_stderr = true, .no_core = true},
+            &end);
 
   char where[64];
   snprintf(where, sizeof where, "%p", addr);
-  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT) {
-    if (WIFEXITED(status))
-      fail_msg("expected SIGABRT for \"%s\" at %s; the child exited with %d; "
-               "its stderr: \"%s\"", problem, where, WEXITSTATUS(status), out);
-    fail_msg("expected SIGABRT for \"%s\" at %s; the child died by signal %d; "
-             "its stderr: \"%s\"", problem, where,
-             WIFSIGNALED(status) ? WTERMSIG(status) : -1, out);
+  if (end.how != CHILD_KILLED || end.code != SIGABRT) {
+    char how[160];
+    fail_msg("expected SIGABRT for \"%s\" at %s; the child %s; its stderr: "
+             "\"%s\"",
+             problem, where, child_end_text(&end, how, sizeof how), end.err);
   }
-  if (strstr(out, problem) == NULL)
-    fail_msg("the message does not say \"%s\": \"%s\"", problem, out);
-  if (strstr(out, where) == NULL)
-    fail_msg("the message does not give the address %s: \"%s\"", where, out);
-  if (strstr(out, "hakmem") == NULL)
-    fail_msg("the message does not say who reports it: \"%s\"", out);
+  if (strstr(end.err, problem) == NULL)
+    fail_msg("the message does not say \"%s\": \"%s\"", problem, end.err);
+  if (strstr(end.err, where) == NULL)
+    fail_msg("the message does not give the address %s: \"%s\"", where,
+             end.err);
+  if (strstr(end.err, "hakmem") == NULL)
+    fail_msg("the message does not say who reports it: \"%s\"", end.err);
 }
 
 /* ---- the misuses (run in the child) ---------------------------------- */

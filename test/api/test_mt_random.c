@@ -41,18 +41,6 @@ struct worker {
   char message[256];
 };
 
-static void fill_block(char *p, size_t n, uint32_t seed) {
-  if (n <= FULL_LIMIT)
-    pattern_fill(p, n, seed);
-  else
-    pattern_fill_sparse(p, n, seed);
-}
-
-static size_t mismatch_block(const char *p, size_t n, uint32_t seed) {
-  return n <= FULL_LIMIT ? pattern_mismatch(p, n, seed)
-                         : pattern_mismatch_sparse(p, n, seed);
-}
-
 static size_t worker_size(uint64_t *rng) {
   unsigned r = (unsigned)rng_below(rng, 1000);
   if (r < 650)
@@ -77,7 +65,8 @@ static void one_op(struct worker *w) {
   struct slot *s = &pool[rng_below(&w->rng, SLOTS)];
   pthread_mutex_lock(&s->lock);
   if (s->p) {
-    size_t bad = mismatch_block(s->p, s->size, s->seed);
+    size_t bad =
+        pattern_mismatch_block(s->p, s->size, s->size, s->seed, FULL_LIMIT);
     if (bad != s->size)
       error(w, "block %p of %zu bytes: byte %zu changed", s->p, s->size, bad);
   }
@@ -102,7 +91,7 @@ static void one_op(struct worker *w) {
       s->p = p;
       s->size = n;
       s->seed = __atomic_add_fetch(&seed_counter, 1, __ATOMIC_RELAXED);
-      fill_block(p, n, s->seed);
+      pattern_fill_block(p, n, s->seed, FULL_LIMIT);
     }
   } else if (r < 6) {
     size_t n = worker_size(&w->rng);
@@ -112,14 +101,14 @@ static void one_op(struct worker *w) {
             (size_t)errno);
     } else {
       size_t keep = s->size < n ? s->size : n;
-      size_t bad = s->size <= FULL_LIMIT ? pattern_mismatch(q, keep, s->seed)
-                                         : pattern_mismatch_sparse(q, keep, s->seed);
+      size_t bad =
+          pattern_mismatch_block(q, keep, s->size, s->seed, FULL_LIMIT);
       if (bad != keep)
         error(w, "realloc to %p (%zu bytes): byte %zu of the prefix changed", q,
               n, bad);
       s->p = q;
       s->size = n;
-      fill_block(q, n, s->seed);
+      pattern_fill_block(q, n, s->seed, FULL_LIMIT);
     }
   } else if (r < 9) {
     hak_free(s->p);
@@ -163,7 +152,8 @@ static void test_shared_pool(void **state) {
       struct slot *s = &pool[i];
       if (!s->p)
         continue;
-      size_t bad = mismatch_block(s->p, s->size, s->seed);
+      size_t bad =
+          pattern_mismatch_block(s->p, s->size, s->size, s->seed, FULL_LIMIT);
       if (bad != s->size)
         fail_msg("after generation %d: slot %d (%p, %zu bytes): byte %zu changed",
                  g, i, (void *)s->p, s->size, bad);

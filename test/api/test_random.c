@@ -24,7 +24,7 @@
 #define DEFAULT_OPS 100000
 #define DEFAULT_SEED 0x5eed5eedull
 /* Blocks up to this size are filled and checked byte for byte; bigger ones
- * on the first 128 bytes of every page (see api_test.h). */
+ * on the first 128 bytes of every page (see test_pattern.h). */
 #define FULL_LIMIT ((size_t)16 * KiB)
 
 struct slot {
@@ -39,23 +39,12 @@ static uint64_t rng;
 static unsigned long op_index;
 static uint32_t next_seed = 1;
 
-static void fill_block(char *p, size_t n, uint32_t seed) {
-  if (n <= FULL_LIMIT)
-    pattern_fill(p, n, seed);
-  else
-    pattern_fill_sparse(p, n, seed);
-}
-
-static size_t mismatch_block(const char *p, size_t n, uint32_t seed) {
-  return n <= FULL_LIMIT ? pattern_mismatch(p, n, seed)
-                         : pattern_mismatch_sparse(p, n, seed);
-}
-
 static void check_slot(unsigned i, const char *when) {
   struct slot *s = &slots[i];
   if (!s->p)
     return;
-  size_t bad = mismatch_block(s->p, s->size, s->seed);
+  size_t bad =
+      pattern_mismatch_block(s->p, s->size, s->size, s->seed, FULL_LIMIT);
   if (bad != s->size)
     fail_msg("op %lu (%s): slot %u, block %p of %zu bytes: byte %zu changed",
              op_index, when, i, (void *)s->p, s->size, bad);
@@ -175,7 +164,7 @@ static void do_malloc(unsigned i) {
   s->size = n;
   s->align = align;
   s->seed = next_seed++;
-  fill_block(p, n, s->seed);
+  pattern_fill_block(p, n, s->seed, FULL_LIMIT);
 }
 
 static void do_realloc(unsigned i) {
@@ -198,8 +187,7 @@ static void do_realloc(unsigned i) {
   size_t keep = s->size < n ? s->size : n;
   /* Checked the way the old block was filled (a block bigger than
    * FULL_LIMIT was filled sparsely, whatever the new size). */
-  size_t bad = s->size <= FULL_LIMIT ? pattern_mismatch(q, keep, s->seed)
-                                     : pattern_mismatch_sparse(q, keep, s->seed);
+  size_t bad = pattern_mismatch_block(q, keep, s->size, s->seed, FULL_LIMIT);
   if (bad != keep)
     fail_msg("op %lu: realloc slot %u %p (%zu) -> %p (%zu): byte %zu of the "
              "%zu kept changed",
@@ -208,7 +196,8 @@ static void do_realloc(unsigned i) {
   s->p = q;
   s->size = n;
   s->align = 16;
-  fill_block(q, n, s->seed); /* same seed: the prefix is rewritten as is */
+  /* Same seed: the prefix is rewritten as is. */
+  pattern_fill_block(q, n, s->seed, FULL_LIMIT);
 }
 
 static void check_all(const char *when) {

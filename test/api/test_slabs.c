@@ -18,16 +18,10 @@
 static char *blocks[COUNT];
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t next_rand(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (uint32_t)rng;
-}
 
 static void shuffle(unsigned *idx, unsigned n) {
   for (unsigned i = n - 1; i > 0; i--) {
-    unsigned j = next_rand() % (i + 1);
+    unsigned j = (unsigned)rng_below(&rng, i + 1);
     unsigned t = idx[i];
     idx[i] = idx[j];
     idx[j] = t;
@@ -83,7 +77,7 @@ static void test_partial_slabs_are_reused(void **state) {
   unsigned peak = hak_tiny_info().slabs_in_use;
   unsigned freed = 0;
   for (unsigned i = 0; i < COUNT; i++)
-    if (next_rand() & 1) {
+    if (rng_next(&rng) & 1) {
       hak_free(blocks[i]);
       blocks[i] = NULL;
       freed++;

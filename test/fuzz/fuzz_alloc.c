@@ -37,13 +37,7 @@
 #include <string.h>
 
 #include "hakmem.h"
-
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-#define TINY_MAX ((size_t)1024)
-#define MID_MAX ((size_t)256 * KiB)
-#define SUPERSLAB ((size_t)4 * MiB)
-#define PAGE ((size_t)4096)
+#include "test_pattern.h" /* test/common: tier limits, pattern_byte */
 
 #define SLOTS 32
 #define LIVE_LIMIT ((size_t)192 * MiB) /* beyond it, allocations are skipped */
@@ -66,12 +60,8 @@ static void die(const char *fmt, ...) {
 
 /* ---- patterns ------------------------------------------------------------- */
 
-static inline unsigned char pat(uint32_t seed, size_t i) {
-  uint32_t x = seed * 2654435761u + (uint32_t)i * 40503u + (uint32_t)(i >> 16);
-  return (unsigned char)(x ^ (x >> 13) ^ (x >> 24));
-}
-
-/* The bytes a block of n bytes is filled and checked at: all of them up to
+/* The pattern is the tests' (pattern_byte); which bytes of a block of n
+ * bytes are filled and checked is the target's own: all of them up to
  * FULL_BYTES; beyond, the first 64 of each page (of every 16th page above
  * 1 MiB: touching every page of huge blocks would cost most of the run
  * time) and the last 64.  Returns the one after i. */
@@ -86,7 +76,7 @@ static inline size_t next_checked(size_t i, size_t n) {
 
 static void fill(unsigned char *p, size_t n, uint32_t seed) {
   for (size_t i = 0; i < n; i = next_checked(i, n))
-    p[i] = pat(seed, i);
+    p[i] = pattern_byte(seed, i);
 }
 
 /* First wrong byte among the first n of a block filled at `filled` bytes
@@ -94,7 +84,7 @@ static void fill(unsigned char *p, size_t n, uint32_t seed) {
 static size_t mismatch(const unsigned char *p, size_t n, size_t filled,
                        uint32_t seed) {
   for (size_t i = 0; i < n; i = next_checked(i, filled))
-    if (p[i] != pat(seed, i))
+    if (p[i] != pattern_byte(seed, i))
       return i;
   return n;
 }
@@ -132,7 +122,7 @@ static void check_slot(const struct slot *s, const char *when) {
   size_t bad = mismatch(s->p, s->size, s->size, s->seed);
   if (bad != s->size)
     die("%s: block %p of %zu bytes: byte %zu is 0x%02x, not 0x%02x", when,
-        (void *)s->p, s->size, bad, s->p[bad], pat(s->seed, bad));
+        (void *)s->p, s->size, bad, s->p[bad], pattern_byte(s->seed, bad));
 }
 
 /* A block handed out must not be one that another slot holds. */

@@ -22,10 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test_child.h"
 
 #define SS HAK_SUPERSLAB_SIZE
 #define PAGE HAK_PAGE_SIZE
@@ -1166,26 +1167,27 @@ static void test_threads(void **state) {
 }
 
 /* fork while another thread could hold the lock: the child's lock works. */
+static int fork_child(void *arg) {
+  (void)arg;
+  bool zeroed;
+  void *ss = hak_os_superslab_alloc(&zeroed);
+  if (!ss || !hak_os_is_region(ss))
+    return 3;
+  hak_os_superslab_free(ss);
+  return 0;
+}
+
 static void test_fork(void **state) {
   (void)state;
-  hak_os_fork_prepare();
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    hak_os_fork_child();
-    alarm(10); /* a dead lock ends the child instead of hanging */
-    bool zeroed;
-    void *ss = hak_os_superslab_alloc(&zeroed);
-    if (!ss || !hak_os_is_region(ss))
-      _exit(3);
-    hak_os_superslab_free(ss);
-    _exit(0);
-  }
-  hak_os_fork_parent();
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  /* The alarm: a dead lock ends the child instead of hanging it. */
+  const struct child_opts opts = {.alarm = 10,
+                                  .prepare = hak_os_fork_prepare,
+                                  .parent = hak_os_fork_parent,
+                                  .child = hak_os_fork_child};
+  struct child_end end;
+  child_run(fork_child, NULL, &opts, &end);
+  assert_int_equal(end.how, CHILD_EXITED);
+  assert_int_equal(end.code, 0);
   bool zeroed;
   void *ss = hak_os_superslab_alloc(&zeroed);
   assert_non_null(ss);

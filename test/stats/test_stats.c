@@ -17,10 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test_child.h"
 
 static const char *variant_name(void) {
   return HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
@@ -282,51 +283,52 @@ static void *count_and_exit(void *arg) {
   return NULL;
 }
 
+static int fork_child(void *before_fork) {
+  const struct hak_stats_snapshot *before = before_fork;
+  struct hak_stats_snapshot a, b, want;
+  hak_stats_snapshot(&a);
+  /* The parent's counts were inherited. */
+  if (memcmp(&a, before, sizeof a) != 0)
+    return 2;
+  pthread_t t;
+  if (pthread_create(&t, NULL, count_and_exit, NULL) != 0 ||
+      pthread_join(t, NULL) != 0)
+    return 3;
+  hak_stats_snapshot(&b);
+  memset(&want, 0, sizeof want);
+  if (HAK_GATE_COUNT_SYSCALLS) {
+    want.count[HAK_STAT_SYS_MADVISE] = 7;
+    want.count[HAK_STAT_OS_BYTES_MAPPED] = 7;
+  }
+  if (HAK_GATE_COUNT_PATHS) {
+    want.count[HAK_STAT_TINY_MALLOC] = 14;
+    want.class_malloc[1] = 7;
+    want.class_free[HAK_STATS_CLASSES - 2] = 7;
+  }
+  for (int i = 0; i < HAK_STAT_COUNT; i++)
+    if (b.count[i] - a.count[i] != want.count[i])
+      return 4;
+  for (int i = 0; i < HAK_STATS_CLASSES; i++)
+    if (b.class_malloc[i] - a.class_malloc[i] != want.class_malloc[i] ||
+        b.class_free[i] - a.class_free[i] != want.class_free[i])
+      return 5;
+  return 0;
+}
+
 static void test_fork(void **state) {
   (void)state;
   count_some(1, 3);
   struct hak_stats_snapshot before;
   hak_stats_snapshot(&before);
-  hak_stats_fork_prepare();
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    hak_stats_fork_child();
-    alarm(10); /* a dead lock ends the child instead of hanging it */
-    struct hak_stats_snapshot a, b, want;
-    hak_stats_snapshot(&a);
-    /* The parent's counts were inherited. */
-    if (memcmp(&a, &before, sizeof a) != 0)
-      _exit(2);
-    pthread_t t;
-    if (pthread_create(&t, NULL, count_and_exit, NULL) != 0 ||
-        pthread_join(t, NULL) != 0)
-      _exit(3);
-    hak_stats_snapshot(&b);
-    memset(&want, 0, sizeof want);
-    if (HAK_GATE_COUNT_SYSCALLS) {
-      want.count[HAK_STAT_SYS_MADVISE] = 7;
-      want.count[HAK_STAT_OS_BYTES_MAPPED] = 7;
-    }
-    if (HAK_GATE_COUNT_PATHS) {
-      want.count[HAK_STAT_TINY_MALLOC] = 14;
-      want.class_malloc[1] = 7;
-      want.class_free[HAK_STATS_CLASSES - 2] = 7;
-    }
-    for (int i = 0; i < HAK_STAT_COUNT; i++)
-      if (b.count[i] - a.count[i] != want.count[i])
-        _exit(4);
-    for (int i = 0; i < HAK_STATS_CLASSES; i++)
-      if (b.class_malloc[i] - a.class_malloc[i] != want.class_malloc[i] ||
-          b.class_free[i] - a.class_free[i] != want.class_free[i])
-        _exit(5);
-    _exit(0);
-  }
-  hak_stats_fork_parent();
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  /* The alarm: a dead lock ends the child instead of hanging it. */
+  const struct child_opts opts = {.alarm = 10,
+                                  .prepare = hak_stats_fork_prepare,
+                                  .parent = hak_stats_fork_parent,
+                                  .child = hak_stats_fork_child};
+  struct child_end end;
+  child_run(fork_child, &before, &opts, &end);
+  assert_int_equal(end.how, CHILD_EXITED);
+  assert_int_equal(end.code, 0);
   /* The parent's lock was released too. */
   struct hak_stats_snapshot after;
   assert_true(hak_stats_try_snapshot(&after));

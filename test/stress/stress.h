@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api_test.h" /* test/api: patterns, rng, KiB/MiB, tier limits */
+#include "api_test.h" /* test/api; with it test/common/test_pattern.h */
 
 /* Sanitizer builds run the same code several times slower: the short mode
  * does fewer rounds there, so that the debug and tsan presets stay within

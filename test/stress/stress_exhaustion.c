@@ -24,17 +24,16 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "stress.h"
+#include "test_child.h"
 
 #define HEADROOM ((size_t)192 * MiB)
 #define MAX_BLOCKS (1u << 20)
@@ -456,40 +455,32 @@ static int child_threads(unsigned *out_count) {
 
 /* ---- parent side ------------------------------------------------------------ */
 
+/* The child's block count, in a page shared with the parent (mapped by
+ * main, before any child lowers its limit). */
+static unsigned *child_count;
+
+struct body_call {
+  int (*body)(void *arg, unsigned *count);
+  void *arg;
+};
+
+static int call_body(void *arg) {
+  struct body_call *b = arg;
+  return b->body(b->arg, child_count);
+}
+
 static unsigned run_child(const char *name, int (*body)(void *, unsigned *),
                           void *arg) {
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    alarm(120);
-    unsigned count = 0;
-    int st = body(arg, &count);
-    if (write(fds[1], &count, sizeof count) != sizeof count)
-      st = st ? st : 98;
-    _exit(st);
+  struct body_call call = {body, arg};
+  *child_count = 0;
+  struct child_end end;
+  child_run(call_body, &call, &(struct child_opts){.alarm = 120}, &end);
+  if (!child_ok(&end)) {
+    char how[160];
+    fail_msg("%s: the child %s (its message is above)", name,
+             child_end_text(&end, how, sizeof how));
   }
-  close(fds[1]);
-  unsigned count = 0;
-  ssize_t got = read(fds[0], &count, sizeof count);
-  close(fds[0]);
-  int status;
-  pid_t w;
-  do
-    w = waitpid(pid, &status, 0);
-  while (w < 0 && errno == EINTR);
-  assert_int_equal(w, pid);
-  if (WIFSIGNALED(status))
-    fail_msg("%s: the child was killed by signal %d%s", name, WTERMSIG(status),
-             WTERMSIG(status) == SIGALRM ? " (alarm: hung)" : "");
-  if (WEXITSTATUS(status) != 0)
-    fail_msg("%s: the child failed with status %d (its message is above)",
-             name, WEXITSTATUS(status));
-  assert_int_equal(got, (ssize_t)sizeof count);
-  return count;
+  return *child_count;
 }
 
 static uint64_t case_seed;
@@ -558,6 +549,12 @@ static void test_threads(void **s) {
 
 int main(int argc, char **argv) {
   stress_parse_mode(argc, argv);
+  child_count = mmap(NULL, sizeof *child_count, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (child_count == MAP_FAILED) {
+    perror("mmap");
+    return 1;
+  }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiny),  cmocka_unit_test(test_mid),
       cmocka_unit_test(test_large), cmocka_unit_test(test_huge),

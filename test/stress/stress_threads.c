@@ -14,11 +14,12 @@
  * tier's lists flushed at thread exit, large regions freed elsewhere).
  *
  * Every block carries a pattern of its own (position dependent, see
- * api_test.h) that is checked in full (sparsely above 16 KiB, plus the last
- * 64 bytes) before it is freed, reallocated or passed on, and calloc's
- * zeroes are checked: two live blocks that overlap, a block handed out
- * twice, a lost realloc prefix or a stray write by the allocator into a live
- * block break a pattern, and the test fails with the block and offset.
+ * test/common/test_pattern.h) that is checked in full (sparsely above
+ * 16 KiB, plus the last 64 bytes) before it is freed, reallocated or passed
+ * on, and calloc's zeroes are checked: two live blocks that overlap, a block
+ * handed out twice, a lost realloc prefix or a stray write by the allocator
+ * into a live block break a pattern, and the test fails with the block and
+ * offset.
  *
  * Short mode (ctest): 24 positions x 6 generations, ~1-2 s in the release
  * builds (fewer generations under the sanitizers); long mode: 32 positions
