@@ -104,10 +104,19 @@ static int is_mapped(const void *p, size_t n) {
   return 0;
 }
 
+/* Any range, aligned or not (some start at ss + 1): read a word at a time
+ * through memcpy, then the bytes after the last whole word. */
 static int all_zero(const void *p, size_t n) {
-  const uint64_t *w = p;
-  for (size_t i = 0; i < n / sizeof *w; i++)
-    if (w[i])
+  const unsigned char *c = p;
+  size_t i = 0;
+  for (; i + sizeof(uint64_t) <= n; i += sizeof(uint64_t)) {
+    uint64_t w;
+    memcpy(&w, c + i, sizeof w);
+    if (w)
+      return 0;
+  }
+  for (; i < n; i++)
+    if (c[i])
       return 0;
   return 1;
 }
