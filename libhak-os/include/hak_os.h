@@ -21,6 +21,7 @@
 
 #include "hak_stats.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -146,7 +147,7 @@ HAK_INTERNAL struct hak_os_config hak_os_default_config(void);
  * for the purge delays of every layer, on slow paths only. */
 HAK_INTERNAL uint64_t hak_os_clock_ms(void);
 
-/* For the tiers' purges of free slabs (tiny and mid): of the slabs whose
+/* For the purge of free slabs (slab sets, below): of the slabs whose
  * bits are set in `dirty`, the ones freed (since[i]) at least `delay` ms
  * before `now`; *next_due is lowered to the earliest time one of the others
  * comes due. */
@@ -177,6 +178,93 @@ static inline bool hak_os_next_run(uint64_t *mask, unsigned *first,
   *mask = *len == 64 ? 0 : *mask & ~((((uint64_t)1 << *len) - 1) << *first);
   return true;
 }
+
+/* ---- slab sets: the free slabs of a tier's superslabs --------------------
+ *
+ * The tiny and mid tiers split superslabs into equal slabs (64 x 64 KiB,
+ * 4 x 1 MiB) and hand slabs to their blocks; a slab set keeps, for one
+ * tier, which slabs are free and which of those still have resident pages
+ * ("dirty"), takes superslabs from the caches and gives them back when all
+ * their slabs are free.  Dirty slabs keep their pages for the purge delay,
+ * so that a batch freed and allocated again makes no system call; at most
+ * dirty_limit of them do whatever the delay (the backstop for bursts).
+ * What the tier keeps per slab (its metadata, its lists) stays the tier's;
+ * the set calls it back where that must change with the pages. */
+
+/* The start of every superslab a slab set holds: a tier's superslab header
+ * begins with it. */
+struct hak_os_slabset_superslab {
+  struct hak_region region;
+  uint64_t free_slabs;  /* bit i: slab i is free */
+  uint64_t dirty_slabs; /* bit i: free slab i still has resident pages */
+  /* In the set's list of superslabs with a free slab: the next one, and
+   * the pointer (the list's head or the previous one's next) to this one. */
+  struct hak_os_slabset_superslab *next, **prev_next;
+};
+
+struct hak_os_slabset {
+  /* The tier's layout, fixed: slabs of 1 << slab_shift bytes, slab_count
+   * (at most 64) to a superslab.  The first `header` bytes of slab 0 hold
+   * the header (all of them: slab 0 is never handed out).  The header
+   * keeps, at since_offset from the superslab's start, uint64_t
+   * dirty_since_ms[slab_count] for the set: when each dirty slab was freed. */
+  enum hak_region_kind kind;
+  unsigned slab_shift;
+  unsigned slab_count;
+  size_t header;
+  size_t since_offset;
+  /* Sets up the tier's part of the header of a superslab just taken from
+   * the caches, before any of its slabs is handed out (dirty: how many
+   * bytes from its start may be non-zero, 0 for none). */
+  void (*adopted)(struct hak_os_slabset_superslab *ss, size_t dirty);
+  /* Slabs [first, first + n) of ss were decommitted; NULL: nothing to do. */
+  void (*decommitted)(struct hak_os_slabset_superslab *ss, unsigned first,
+                      unsigned n);
+  /* How many bytes from free slab i's start may be non-zero, for the extent
+   * a superslab is given back with; NULL: the whole slab. */
+  size_t (*resident_bytes)(const struct hak_os_slabset_superslab *ss,
+                           unsigned i);
+  /* hak_os_slabset_configure. */
+  unsigned dirty_limit;
+  unsigned purge_delay_ms;
+  /* Guards everything below, and the bits of the superslabs; the tier's
+   * callbacks run with it held.  Lock order: this lock, then the caches'. */
+  pthread_mutex_t lock;
+  struct hak_os_slabset_superslab *with_free; /* superslabs with free slabs */
+  unsigned superslabs, slabs_in_use, slabs_dirty;
+  uint64_t next_purge_ms; /* earliest a dirty slab is due; UINT64_MAX: none */
+};
+
+/* The state part of a static slab set's initialiser. */
+#define HAK_OS_SLABSET_STATE_INIT                                              \
+  .lock = PTHREAD_MUTEX_INITIALIZER, .next_purge_ms = UINT64_MAX
+
+HAK_INTERNAL void hak_os_slabset_configure(struct hak_os_slabset *set,
+                                           unsigned dirty_limit,
+                                           unsigned purge_delay_ms);
+
+/* Takes a free slab: one whose pages are resident first (a dirty slab of
+ * the set's, else a slab of a cached superslab that kept its pages), else
+ * an untouched one, lowest index first.  Returns its superslab, and its
+ * index in *slab, or NULL (errno ENOMEM).  Purges what is due first. */
+HAK_INTERNAL struct hak_os_slabset_superslab *
+hak_os_slabset_take(struct hak_os_slabset *set, unsigned *slab);
+
+/* Gives slab `slab` of ss back; touched: whether its pages may be resident
+ * (they are then kept for the delay, or decommitted past the limit).  The
+ * superslab goes back to the caches when all its slabs are free. */
+HAK_INTERNAL void hak_os_slabset_release(struct hak_os_slabset *set,
+                                         struct hak_os_slabset_superslab *ss,
+                                         unsigned slab, bool touched);
+
+/* Occupancy, for tests. */
+struct hak_os_slabset_info {
+  unsigned superslabs;
+  unsigned slabs_in_use;
+  unsigned slabs_dirty; /* free, pages still resident */
+};
+HAK_INTERNAL struct hak_os_slabset_info
+hak_os_slabset_info(struct hak_os_slabset *set);
 
 /* Gives back the cached regions whose purge delay has run out.  Every
  * entry into this layer does it anyway; tests call it directly. */

@@ -1330,6 +1330,131 @@ static void test_purge_helpers(void **state) {
   assert_int_equal(next, 100);
 }
 
+/* A slab set over a tier of 8 slabs of 512 KiB whose header takes the
+ * first 64 KiB of slab 0 (as the mid tier lays it out), with callbacks
+ * that record what the set tells the tier. */
+struct toy_superslab {
+  struct hak_os_slabset_superslab slabset;
+  uint64_t dirty_since_ms[8];
+};
+static size_t toy_adopted_dirty = SIZE_MAX;
+static uint64_t toy_decommitted; /* bit i: slab i was decommitted */
+static size_t toy_resident[8];   /* bytes of each slab written */
+
+static void toy_adopted(struct hak_os_slabset_superslab *ss, size_t dirty) {
+  (void)ss;
+  toy_adopted_dirty = dirty;
+}
+static void toy_slabs_decommitted(struct hak_os_slabset_superslab *ss,
+                                  unsigned first, unsigned n) {
+  (void)ss;
+  for (unsigned i = first; i < first + n; i++) {
+    toy_decommitted |= (uint64_t)1 << i;
+    toy_resident[i] = 0;
+  }
+}
+static size_t toy_resident_bytes(const struct hak_os_slabset_superslab *ss,
+                                 unsigned i) {
+  (void)ss;
+  return toy_resident[i];
+}
+
+static struct hak_os_slabset toy_set = {
+    .kind = HAK_REGION_MID,
+    .slab_shift = 19,
+    .slab_count = 8,
+    .header = 64 << 10,
+    .since_offset = offsetof(struct toy_superslab, dirty_since_ms),
+    .adopted = toy_adopted,
+    .decommitted = toy_slabs_decommitted,
+    .resident_bytes = toy_resident_bytes,
+    HAK_OS_SLABSET_STATE_INIT,
+};
+
+static unsigned toy_take(struct hak_os_slabset_superslab *expect_ss) {
+  unsigned i = 99;
+  struct hak_os_slabset_superslab *ss = hak_os_slabset_take(&toy_set, &i);
+  assert_ptr_equal(ss, expect_ss);
+  assert_true(i < 8);
+  return i;
+}
+
+static void toy_release(struct hak_os_slabset_superslab *ss, unsigned i,
+                        size_t written) {
+  toy_resident[i] = written;
+  hak_os_slabset_release(&toy_set, ss, i, written != 0);
+}
+
+static void test_slabset(void **state) {
+  (void)state;
+  const size_t slab = (size_t)1 << 19;
+  hak_os_slabset_configure(&toy_set, 2, NEVER);
+  /* A new superslab: the tier sets it up, slabs go lowest first. */
+  unsigned first = 99;
+  struct hak_os_slabset_superslab *ss = hak_os_slabset_take(&toy_set, &first);
+  assert_non_null(ss);
+  assert_int_equal(first, 0);
+  assert_int_equal(toy_adopted_dirty, 0);
+  assert_int_equal(hak_os_kind_of(ss), HAK_REGION_MID);
+  assert_int_equal(toy_take(ss), 1);
+  assert_int_equal(toy_take(ss), 2);
+  assert_int_equal(toy_take(ss), 3);
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_in_use, 4);
+
+  /* A written slab keeps its pages and is taken again before untouched
+   * ones; an untouched one is simply free. */
+  toy_release(ss, 2, 100 << 10);
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_dirty, 1);
+  assert_int_equal(toy_take(ss), 2);
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_dirty, 0);
+  toy_release(ss, 3, 0);
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_dirty, 0);
+  assert_int_equal(toy_take(ss), 3);
+
+  /* Past the limit (2), the slab released goes at once. */
+  toy_release(ss, 1, slab);
+  toy_release(ss, 2, 100 << 10);
+  assert_int_equal(toy_decommitted, 0);
+  toy_release(ss, 3, slab);
+  assert_int_equal(toy_decommitted, (uint64_t)1 << 3);
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_dirty, 2);
+
+  /* The last slab takes the superslab back to the cache, with the extent
+   * that may be resident: up to what slab 2 wrote (slab 3 was
+   * decommitted, slab 0 was not written past the header). */
+  toy_release(ss, 0, 0);
+  struct hak_os_slabset_info info = hak_os_slabset_info(&toy_set);
+  assert_int_equal(info.superslabs, 0);
+  assert_int_equal(info.slabs_in_use, 0);
+  assert_int_equal(info.slabs_dirty, 0);
+  assert_int_equal(hak_os_cache_info().superslabs_committed, 1);
+  size_t dirty;
+  void *again = hak_os_superslab_alloc_dirty(&dirty);
+  assert_ptr_equal(again, ss);
+  assert_int_equal(dirty, 2 * slab + (100 << 10));
+
+  /* Taken back with that extent: the slabs below it are dirty (limit
+   * allowing), and a short delay later the next take decommits them, the
+   * adjacent ones with one call. */
+  hak_os_superslab_free_dirty(again, dirty);
+  hak_os_slabset_configure(&toy_set, 8, 5);
+  toy_decommitted = 0;
+  assert_ptr_equal(hak_os_slabset_take(&toy_set, &first), ss);
+  assert_int_equal(toy_adopted_dirty, dirty);
+  assert_int_equal(first, 0); /* dirty first, lowest first */
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_dirty, 2);
+  uint64_t madvise = stat_get(HAK_STAT_SYS_MADVISE);
+  wait_past(5);
+  assert_int_equal(toy_take(ss), 1); /* no longer dirty: still the lowest */
+  assert_int_equal(toy_decommitted, 0x6);
+  assert_int_equal(hak_os_slabset_info(&toy_set).slabs_dirty, 0);
+  if (HAK_GATE_COUNT_SYSCALLS)
+    assert_int_equal(stat_get(HAK_STAT_SYS_MADVISE) - madvise, 1);
+  toy_release(ss, 1, 0);
+  toy_release(ss, 0, 0);
+  assert_int_equal(hak_os_slabset_info(&toy_set).superslabs, 0);
+}
+
 int main(void) {
   default_config = hak_os_default_config();
   /* Warm-up: the registry is mapped by the first allocation; doing it here
@@ -1347,6 +1472,7 @@ int main(void) {
       T(test_superslab_cache_bounds),
       T(test_purge_delay),
       T(test_purge_helpers),
+      T(test_slabset),
       T(test_superslab_dirty_extent),
       T(test_decommit_reads_zero),
       T(test_decommit_drops_rss),
