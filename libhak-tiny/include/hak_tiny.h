@@ -62,12 +62,9 @@ struct hak_tiny_slab {
 /* A superslab as the tiny front lays it out: header and slab table in slab
  * 0 (whose blocks are never used), slabs 1..63 for blocks. */
 struct hak_tiny_superslab {
-  struct hak_region region;
-  uint64_t free_slabs;  /* bit i: slab i is free */
-  uint64_t dirty_slabs; /* bit i: free slab i still has resident pages */
-  struct hak_tiny_superslab *next, *prev; /* superslabs with free slabs */
+  struct hak_os_slabset_superslab slabset; /* free and dirty slabs (slab.c) */
   struct hak_tiny_slab slabs[HAK_TINY_SLABS] __attribute__((aligned(64)));
-  uint64_t dirty_since_ms[HAK_TINY_SLABS]; /* when dirty slab i was freed */
+  uint64_t dirty_since_ms[HAK_TINY_SLABS]; /* the slab set's */
 };
 
 /* A heap's hot part is the first 7 cache lines: one list head per class,
