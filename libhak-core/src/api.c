@@ -67,6 +67,7 @@ static void init_once_body(void) {
                                  .purge_delay_ms = hak_config.purge_delay_ms,
                                  .audit_lists = hak_config.checks >= 2};
   hak_tiny_configure(&tiny);
+  hak_mid_configure(hak_config.purge_delay_ms);
   pthread_key_create(&exit_key, on_thread_exit);
   /* The child's only thread is the one that took every lock in fork_prepare:
    * it releases them as the parent does (re-creating a held mutex would be

@@ -80,6 +80,8 @@ HAK_INTERNAL __attribute__((noreturn)) void hak_misuse(const char *func,
 #define HAK_MID_SLABS (HAK_SUPERSLAB_SIZE / HAK_MID_SLAB_SIZE)
 #define HAK_MID_HEADER ((size_t)64 << 10) /* slab 0 starts past the header */
 
+/* The purge delay of free mid slabs (start-up, tests). */
+HAK_INTERNAL void hak_mid_configure(unsigned purge_delay_ms);
 HAK_INTERNAL void *hak_mid_malloc(size_t size);
 /* calloc's mid block: clears only what may be non-zero. */
 HAK_INTERNAL void *hak_mid_calloc(size_t size);

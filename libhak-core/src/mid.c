@@ -29,12 +29,9 @@ struct mid_slab {
 };
 
 struct mid_superslab {
-  struct hak_region region;
-  uint32_t free_slabs;  /* bit i: slab i free */
-  uint32_t dirty_slabs; /* bit i: free slab i still has resident pages */
-  struct mid_superslab *next;
+  struct hak_os_slabset_superslab slabset; /* free and dirty slabs */
   struct mid_slab slabs[HAK_MID_SLABS];
-  uint64_t dirty_since_ms[HAK_MID_SLABS]; /* when dirty slab i was freed */
+  uint64_t dirty_since_ms[HAK_MID_SLABS]; /* the slab set's */
 };
 
 struct mid_class {
@@ -45,21 +42,6 @@ struct mid_class {
 
 static struct mid_class classes[HAK_MID_CLASSES];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
-
-static pthread_mutex_t ss_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct mid_superslab *ss_with_free;
-
-/* Free slabs keep their pages ("dirty") for the purge delay
- * (hak_config.purge_delay_ms), so that a batch of blocks freed and
- * allocated again makes no system call and no page fault; after it they
- * are decommitted.  At most MID_DIRTY_LIMIT of them (64 MiB) stay resident
- * whatever the delay, so that a burst cannot leave more behind.  Under
- * ss_lock. */
-#define MID_DIRTY_LIMIT 64
-static unsigned dirty_count;
-/* When the oldest dirty slab was freed (UINT64_MAX: none is), rather than
- * when it is due: the delay is read where it is used. */
-static uint64_t oldest_dirty_ms = UINT64_MAX;
 
 struct mid_cache {
   void *head;
@@ -122,136 +104,66 @@ static inline void *next_of(const void *p) {
 
 /* ---- slabs ------------------------------------------------------------ */
 
-#define ALL_SLABS ((1u << HAK_MID_SLABS) - 1)
-
-/* The bytes of slabs [first, first + n) that blocks may use: slab 0 starts
- * past the header. */
-static void decommit_slabs(struct mid_superslab *ss, unsigned first,
-                           unsigned n) {
-  size_t begin = first == 0 ? HAK_MID_HEADER : 0;
-  hak_os_decommit((char *)ss + first * HAK_MID_SLAB_SIZE + begin,
-                  n * HAK_MID_SLAB_SIZE - begin);
-  for (unsigned i = first; i < first + n; i++)
-    ss->slabs[i].touched = i == 0 ? (uint32_t)HAK_MID_HEADER : 0;
-}
-
-static void mark_dirty(struct mid_superslab *ss, uint32_t slabs, uint64_t now) {
-  ss->dirty_slabs |= slabs;
-  for (uint32_t d = slabs; d; d &= d - 1)
-    ss->dirty_since_ms[__builtin_ctz(d)] = now;
-  dirty_count += (unsigned)__builtin_popcount(slabs);
-  if (now < oldest_dirty_ms)
-    oldest_dirty_ms = now;
-}
-
-/* Decommits the dirty slabs that stayed free for the purge delay, adjacent
- * ones with one call.  Called with ss_lock held on the slab slow paths; one
- * compare unless a delay has run out.  Dirty slabs are free, so their
- * superslabs are on the ss_with_free list. */
-static void purge_locked(uint64_t now) {
-  uint64_t delay = hak_config.purge_delay_ms;
-  if (oldest_dirty_ms == UINT64_MAX || now < oldest_dirty_ms + delay)
-    return;
-  uint64_t next = UINT64_MAX;
-  for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next) {
-    uint64_t expired =
-        hak_os_expired(ss->dirty_slabs, ss->dirty_since_ms, now, delay, &next);
-    ss->dirty_slabs &= ~(uint32_t)expired;
-    dirty_count -= (unsigned)__builtin_popcountll(expired);
-    for (unsigned first, len; hak_os_next_run(&expired, &first, &len);)
-      decommit_slabs(ss, first, len);
-  }
-  oldest_dirty_ms = next == UINT64_MAX ? UINT64_MAX : next - delay;
-}
-
-/* Makes ss, just taken from libhak-os, one of ours and puts it on the list;
- * dirty: how many bytes from its start may be non-zero (libhak-os).  Called
- * with ss_lock held. */
-static void superslab_adopt(struct mid_superslab *ss, size_t dirty,
-                            uint64_t now) {
-  memset(ss, 0, sizeof *ss);
-  hak_os_set_kind(ss, HAK_REGION_MID);
-  ss->region.size = HAK_SUPERSLAB_SIZE;
-  ss->free_slabs = ALL_SLABS;
+/* A superslab just taken from libhak-os: its slabs are free, and touched
+ * as far as the extent it comes with. */
+static void superslab_adopted(struct hak_os_slabset_superslab *set_ss,
+                              size_t dirty) {
+  struct mid_superslab *ss = (struct mid_superslab *)set_ss;
+  memset(ss->slabs, 0, sizeof ss->slabs);
   if (dirty < HAK_MID_HEADER)
     dirty = HAK_MID_HEADER; /* just written */
-  uint32_t resident = 0;
   for (unsigned i = 0; i < HAK_MID_SLABS; i++) {
     size_t base = (size_t)i * HAK_MID_SLAB_SIZE;
     size_t n = dirty > base ? dirty - base : 0;
     ss->slabs[i].touched =
         (uint32_t)(n < HAK_MID_SLAB_SIZE ? n : HAK_MID_SLAB_SIZE);
-    if (n > (i == 0 ? HAK_MID_HEADER : 0))
-      resident |= 1u << i;
   }
-  /* Those pages may be resident from its last use: as free slabs', the
-   * delay (or the limit) applies to them. */
-  if (resident) {
-    if (dirty_count + HAK_MID_SLABS <= MID_DIRTY_LIMIT)
-      mark_dirty(ss, resident, now);
-    else
-      decommit_slabs(ss, 0, HAK_MID_SLABS);
-  }
-  ss->next = ss_with_free;
-  ss_with_free = ss;
 }
 
-/* The superslab to take a slab from, preferring resident pages: one of ours
- * with a dirty free slab, else a cached superslab that kept its pages (a
- * free slab that is not dirty was never touched or was decommitted, and
- * each of its pages would fault), else one of ours with any free slab,
- * else a new one.  Called with ss_lock held; may drop it. */
-static struct mid_superslab *superslab_for_slab(uint64_t now) {
-  if (dirty_count) {
-    for (struct mid_superslab *ss = ss_with_free; ss; ss = ss->next)
-      if (ss->free_slabs & ss->dirty_slabs)
-        return ss;
-  }
-  /* Lock order: ss_lock, then libhak-os's lock. */
-  size_t dirty;
-  struct mid_superslab *ss = hak_os_superslab_alloc_resident(&dirty);
-  if (ss) {
-    superslab_adopt(ss, dirty, now);
-    return ss;
-  }
-  if (ss_with_free)
-    return ss_with_free;
-  pthread_mutex_unlock(&ss_lock);
-  ss = hak_os_superslab_alloc_dirty(&dirty);
-  pthread_mutex_lock(&ss_lock);
-  if (ss)
-    superslab_adopt(ss, dirty, now);
-  return ss;
+/* Decommitted pages read as zero: calloc need not clear them (slab 0's
+ * header stays). */
+static void slabs_decommitted(struct hak_os_slabset_superslab *set_ss,
+                              unsigned first, unsigned n) {
+  struct mid_superslab *ss = (struct mid_superslab *)set_ss;
+  for (unsigned i = first; i < first + n; i++)
+    ss->slabs[i].touched = i == 0 ? (uint32_t)HAK_MID_HEADER : 0;
+}
+
+static size_t slab_resident_bytes(const struct hak_os_slabset_superslab *set_ss,
+                                  unsigned i) {
+  return ((const struct mid_superslab *)set_ss)->slabs[i].touched;
+}
+
+/* The free slabs of the mid tier's superslabs (libhak-os keeps the
+ * bookkeeping).  Free slabs keep their pages ("dirty") for the purge delay,
+ * so that a batch of blocks freed and allocated again makes no system call
+ * and no page fault; after it they are decommitted.  At most 64 of them
+ * (64 MiB) stay resident whatever the delay, so that a burst cannot leave
+ * more behind. */
+static struct hak_os_slabset slabset = {
+    .kind = HAK_REGION_MID,
+    .slab_shift = HAK_MID_SLAB_SHIFT,
+    .slab_count = HAK_MID_SLABS,
+    .header = HAK_MID_HEADER,
+    .since_offset = offsetof(struct mid_superslab, dirty_since_ms),
+    .adopted = superslab_adopted,
+    .decommitted = slabs_decommitted,
+    .resident_bytes = slab_resident_bytes,
+    .dirty_limit = 64,
+    .purge_delay_ms = 10,
+    HAK_OS_SLABSET_STATE_INIT,
+};
+
+void hak_mid_configure(unsigned purge_delay_ms) {
+  hak_os_slabset_configure(&slabset, slabset.dirty_limit, purge_delay_ms);
 }
 
 static struct mid_slab *slab_new(unsigned cls) {
-  uint64_t now = hak_os_clock_ms();
-  pthread_mutex_lock(&ss_lock);
-  purge_locked(now);
-  struct mid_superslab *ss = superslab_for_slab(now);
-  if (!ss) {
-    pthread_mutex_unlock(&ss_lock);
+  unsigned idx;
+  struct mid_superslab *ss =
+      (struct mid_superslab *)hak_os_slabset_take(&slabset, &idx);
+  if (!ss)
     return NULL;
-  }
-  /* Prefer a slab whose pages are still resident. */
-  uint32_t pick = ss->free_slabs & ss->dirty_slabs;
-  unsigned idx = (unsigned)__builtin_ctz(pick ? pick : ss->free_slabs);
-  if (ss->dirty_slabs & (1u << idx)) {
-    ss->dirty_slabs &= ~(1u << idx);
-    dirty_count--;
-  }
-  ss->free_slabs &= ~(1u << idx);
-  if (!ss->free_slabs) {
-    /* Not necessarily the list's head any more (superslab_for_slab). */
-    for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
-      if (*q == ss) {
-        *q = ss->next;
-        break;
-      }
-    }
-  }
-  pthread_mutex_unlock(&ss_lock);
-
   struct mid_slab *s = &ss->slabs[idx];
   size_t bs = mid_class_size(cls);
   size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
@@ -268,6 +180,10 @@ static struct mid_slab *slab_new(unsigned cls) {
   return s;
 }
 
+/* Gives an empty slab back; the whole superslab goes back to libhak-os,
+ * whose cache applies the same delay to it, when all its slabs are free,
+ * with the extent that may be resident (the `touched` marks): the next
+ * user knows the rest reads zero and costs no clearing. */
 static void slab_release(struct mid_slab *s) {
   struct mid_superslab *ss = (struct mid_superslab *)hak_region_of(s);
   unsigned idx = (unsigned)(s - ss->slabs);
@@ -278,42 +194,8 @@ static void slab_release(struct mid_slab *s) {
   if (end > s->touched)
     s->touched = (uint32_t)end;
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
-  uint64_t now = hak_os_clock_ms();
-  pthread_mutex_lock(&ss_lock);
-  purge_locked(now);
-  /* Its pages stay for the purge delay (past the limit or with no delay,
-   * they go at once: before the slab is marked free, since another class
-   * may then take it and start writing). */
-  if (dirty_count < MID_DIRTY_LIMIT && hak_config.purge_delay_ms)
-    mark_dirty(ss, 1u << idx, now);
-  else
-    decommit_slabs(ss, idx, 1);
-  if (!ss->free_slabs) {
-    ss->next = ss_with_free;
-    ss_with_free = ss;
-  }
-  ss->free_slabs |= 1u << idx;
-  if (ss->free_slabs == ALL_SLABS) {
-    /* The whole superslab goes back to libhak-os, whose cache applies the
-     * same delay to it, with the extent that may be resident: the next
-     * user knows the rest reads zero and costs no clearing. */
-    size_t extent = HAK_MID_HEADER;
-    for (unsigned i = 0; i < HAK_MID_SLABS; i++)
-      if (ss->slabs[i].touched)
-        extent = (size_t)i * HAK_MID_SLAB_SIZE + ss->slabs[i].touched;
-    dirty_count -= (unsigned)__builtin_popcount(ss->dirty_slabs);
-    ss->dirty_slabs = 0;
-    for (struct mid_superslab **q = &ss_with_free; *q; q = &(*q)->next) {
-      if (*q == ss) {
-        *q = ss->next;
-        break;
-      }
-    }
-    pthread_mutex_unlock(&ss_lock);
-    hak_os_superslab_free_dirty(ss, extent);
-    return;
-  }
-  pthread_mutex_unlock(&ss_lock);
+  /* Touched: a slab gives blocks as soon as it is taken. */
+  hak_os_slabset_release(&slabset, &ss->slabset, idx, true);
 }
 
 static void list_push(struct mid_class *c, struct mid_slab *s) {
@@ -553,10 +435,7 @@ void hak_mid_free(void *p) {
 size_t hak_mid_usable_size(const void *p) { return slab_of(p)->block_size; }
 
 unsigned hak_mid_dirty_slabs(void) {
-  pthread_mutex_lock(&ss_lock);
-  unsigned n = dirty_count;
-  pthread_mutex_unlock(&ss_lock);
-  return n;
+  return hak_os_slabset_info(&slabset).slabs_dirty;
 }
 
 void hak_mid_thread_exit(void) {
@@ -577,11 +456,11 @@ void hak_mid_fork_prepare(void) {
   pthread_once(&classes_once, classes_init);
   for (int i = 0; i < HAK_MID_CLASSES; i++)
     pthread_mutex_lock(&classes[i].lock);
-  pthread_mutex_lock(&ss_lock);
+  pthread_mutex_lock(&slabset.lock);
 }
 
 void hak_mid_fork_parent(void) {
-  pthread_mutex_unlock(&ss_lock);
+  pthread_mutex_unlock(&slabset.lock);
   for (int i = HAK_MID_CLASSES - 1; i >= 0; i--)
     pthread_mutex_unlock(&classes[i].lock);
 }
