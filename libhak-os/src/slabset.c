@@ -61,9 +61,10 @@ static void mark_dirty(struct hak_os_slabset *set,
                        uint64_t now) {
   uint64_t *since = dirty_since(set, ss);
   ss->dirty_slabs |= slabs;
-  for (uint64_t d = slabs; d; d &= d - 1)
+  for (uint64_t d = slabs; d; d &= d - 1) {
     since[__builtin_ctzll(d)] = now;
-  set->slabs_dirty += (unsigned)__builtin_popcountll(slabs);
+    set->slabs_dirty++; /* no popcount: without -mpopcnt it is a call */
+  }
   if (now + set->purge_delay_ms < set->next_purge_ms)
     set->next_purge_ms = now + set->purge_delay_ms;
 }
@@ -78,11 +79,10 @@ void hak_os_slabset_configure(struct hak_os_slabset *set, unsigned dirty_limit,
 }
 
 /* Decommits the dirty slabs that stayed free for the purge delay, adjacent
- * ones with one call.  One compare unless a delay has run out.  Dirty
- * slabs are free, so their superslabs are all on the with_free list. */
-static void purge_locked(struct hak_os_slabset *set, uint64_t now) {
-  if (now < set->next_purge_ms)
-    return;
+ * ones with one call.  Dirty slabs are free, so their superslabs are all
+ * on the with_free list. */
+static HAK_COLD void purge_expired_locked(struct hak_os_slabset *set,
+                                          uint64_t now) {
   uint64_t next = UINT64_MAX;
   for (struct hak_os_slabset_superslab *ss = set->with_free; ss;
        ss = ss->next) {
@@ -94,6 +94,12 @@ static void purge_locked(struct hak_os_slabset *set, uint64_t now) {
       decommit_slabs(set, ss, first, len);
   }
   set->next_purge_ms = next;
+}
+
+/* One compare on every slab taken or released, unless a delay ran out. */
+static inline void purge_locked(struct hak_os_slabset *set, uint64_t now) {
+  if (now >= set->next_purge_ms)
+    purge_expired_locked(set, now);
 }
 
 /* Makes ss, just taken from the caches, one of the set's and puts it on
