@@ -174,7 +174,7 @@ void *hak_large_calloc(size_t size) {
   size_t nonzero;
   void *p = large_malloc(size, 0, &nonzero);
   if (p && nonzero)
-    hak_os_zero(p, nonzero < size ? nonzero : size);
+    (void)hak_os_zero(p, nonzero < size ? nonzero : size);
   return p;
 }
 

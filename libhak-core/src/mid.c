@@ -26,6 +26,11 @@ struct mid_slab {
                        rest is untouched since mapped or decommitted) */
   char *start;
   struct mid_slab *next, *prev; /* in the class's list */
+  /* Bit i: page i of the slab was cleared by calloc (or found resident by
+   * hak_os_zero) since the slab's pages were last given back, so it is
+   * resident.  Kept across the slab's classes; only a hint (a page may have
+   * been swapped out since), read and set without the lock. */
+  uint64_t resident[HAK_MID_SLAB_SIZE / HAK_PAGE_SIZE / 64];
 };
 
 struct mid_superslab {
@@ -125,8 +130,10 @@ static void superslab_adopted(struct hak_os_slabset_superslab *set_ss,
 static void slabs_decommitted(struct hak_os_slabset_superslab *set_ss,
                               unsigned first, unsigned n) {
   struct mid_superslab *ss = (struct mid_superslab *)set_ss;
-  for (unsigned i = first; i < first + n; i++)
+  for (unsigned i = first; i < first + n; i++) {
     ss->slabs[i].touched = i == 0 ? (uint32_t)HAK_MID_HEADER : 0;
+    memset(ss->slabs[i].resident, 0, sizeof ss->slabs[i].resident);
+  }
 }
 
 static size_t slab_resident_bytes(const struct hak_os_slabset_superslab *set_ss,
@@ -356,14 +363,48 @@ void *hak_mid_malloc(size_t size) {
   return malloc_class(mid_class(size), &fresh);
 }
 
+/* Whether every page of block [p, p + n) is marked in its slab's
+ * `resident` map; with set, marks them instead. */
+static bool resident_pages(const void *p, size_t n, bool set) {
+  uint64_t *map = slab_of(p)->resident;
+  size_t first = ((uintptr_t)p & (HAK_MID_SLAB_SIZE - 1)) / HAK_PAGE_SIZE;
+  size_t last =
+      (((uintptr_t)p + n - 1) & (HAK_MID_SLAB_SIZE - 1)) / HAK_PAGE_SIZE;
+  for (size_t w = first / 64; w <= last / 64; w++) {
+    uint64_t bits = ~(uint64_t)0;
+    if (w == first / 64)
+      bits &= ~(uint64_t)0 << (first % 64);
+    if (w == last / 64 && last % 64 != 63)
+      bits &= ((uint64_t)1 << (last % 64 + 1)) - 1;
+    if (set) {
+      if ((__atomic_load_n(&map[w], __ATOMIC_RELAXED) & bits) != bits)
+        __atomic_fetch_or(&map[w], bits, __ATOMIC_RELAXED);
+    } else if ((__atomic_load_n(&map[w], __ATOMIC_RELAXED) & bits) != bits) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void *hak_mid_calloc(size_t size) {
   bool fresh;
   void *p = malloc_class(mid_class(size), &fresh);
+  if (!p)
+    return NULL;
   /* A fresh block was written only where its links go. */
-  if (p && fresh)
+  if (fresh) {
     memset(p, 0, 2 * sizeof(uint64_t));
-  else if (p)
-    hak_os_zero(p, size);
+    return p;
+  }
+  /* A big block may hold pages nobody wrote, which hak_os_zero leaves
+   * untouched, at the price of asking the kernel; pages that calloc
+   * cleared before (in this class or another) are resident and need no
+   * asking. */
+  if (size < HAK_OS_ZERO_PROBE || resident_pages(p, size, false))
+    memset(p, 0, size);
+  else if (!hak_os_zero(p, size))
+    return p;
+  resident_pages(p, size, true);
   return p;
 }
 

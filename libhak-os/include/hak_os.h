@@ -89,7 +89,10 @@ HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
  * MADV_DONTNEED, which makes never-touched pages read as zero without
  * faulting them in and discards swapped-out ones. */
 #define HAK_OS_ZERO_PROBE ((size_t)128 << 10)
-HAK_INTERNAL void hak_os_zero(void *p, size_t n);
+/* Returns whether every page of the range is resident afterwards (none was
+ * found absent), which callers may remember to clear it with memset next
+ * time. */
+HAK_INTERNAL bool hak_os_zero(void *p, size_t n);
 
 /* The region map: one byte per HAK_SUPERSLAB_SIZE unit of the 47-bit user
  * address space, the kind of the region that starts there (os.c). */

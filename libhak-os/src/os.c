@@ -156,18 +156,18 @@ static void zero_absent(char *p, size_t n) {
   madvise(p, n, MADV_DONTNEED);
 }
 
-void hak_os_zero(void *p, size_t n) {
+bool hak_os_zero(void *p, size_t n) {
   char *c = p, *end = c + n;
   char *a = (char *)(((uintptr_t)c + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1));
   char *b = (char *)((uintptr_t)end & ~(HAK_PAGE_SIZE - 1));
   if (n < HAK_OS_ZERO_PROBE || a >= b) {
     memset(p, 0, n);
-    return;
+    return true;
   }
   struct zero_hint *hint = zero_hint_of(c);
   if (hint->p == c && hint->n == n) {
     memset(p, 0, n);
-    return;
+    return true;
   }
   memset(c, 0, (size_t)(a - c));
   memset(b, 0, (size_t)(end - b));
@@ -184,7 +184,7 @@ void hak_os_zero(void *p, size_t n) {
       if (absent)
         zero_absent(absent, (size_t)(a - absent));
       memset(a, 0, (size_t)(b - a));
-      return;
+      return false;
     }
     for (size_t i = 0; i < pages;) {
       size_t j = i + 1;
@@ -209,6 +209,7 @@ void hak_os_zero(void *p, size_t n) {
     zero_absent(absent, (size_t)(b - absent));
   if (all_resident)
     *hint = (struct zero_hint){c, n};
+  return all_resident;
 }
 
 void hak_os_protect(void *p, size_t n, bool access) {

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -238,9 +239,70 @@ static void test_calloc_reuse(void **state) {
   set_delay(NEVER);
 }
 
+/* Resident pages of [p, p + n), p page-aligned. */
+static size_t resident(const void *p, size_t n) {
+  unsigned char vec[256];
+  size_t pages = (n + 4095) / 4096, count = 0;
+  assert_true(pages <= sizeof vec);
+  assert_int_equal(mincore((void *)p, pages * 4096, vec), 0);
+  for (size_t i = 0; i < pages; i++)
+    count += vec[i] & 1;
+  return count;
+}
+
+/* Big mid blocks (256 KiB) whose last users wrote one byte each come back
+ * from calloc zero without their other pages faulted in; blocks written in
+ * full are cleared again without asking the kernel. */
+enum { SPARSE_BLOCKS = 8 };
+static void test_calloc_sparse(void **state) {
+  (void)state;
+  const size_t size = 256 * KiB;
+  unsigned char *b[SPARSE_BLOCKS];
+  /* The first test of the run: the mid tier's memory is untouched. */
+  set_delay(NEVER);
+  for (int round = 0; round < 3; round++) {
+    uint64_t mincores = count(HAK_STAT_SYS_MINCORE);
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+      b[i] = hak_calloc(1, size);
+      assert_non_null(b[i]);
+      assert_int_equal((uintptr_t)b[i] % 4096, 0);
+      /* Counted before reading: a read maps the kernel's zero page. */
+      assert_true(resident(b[i], size) <= 2);
+      assert_true(all_zero(b[i], size));
+      /* The read mapped the zero page everywhere, which mincore counts as
+       * resident: drop those mappings, as if the program had never read
+       * more than it writes. */
+      madvise(b[i] + 4096, size - 8192, MADV_DONTNEED);
+      b[i][0] = 1;
+      b[i][size - 1] = 1;
+    }
+    if (HAK_GATE_COUNT_SYSCALLS && round > 0)
+      assert_true(count(HAK_STAT_SYS_MINCORE) > mincores);
+    for (int i = 0; i < SPARSE_BLOCKS; i++)
+      hak_free(b[i]);
+  }
+  /* Written in full: the next calloc finds every page resident, and the
+   * one after that knows it. */
+  for (int round = 0; round < 3; round++) {
+    uint64_t mincores = count(HAK_STAT_SYS_MINCORE);
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+      b[i] = hak_calloc(1, size);
+      assert_non_null(b[i]);
+      assert_true(all_zero(b[i], size));
+      memset(b[i], 0xA5, size);
+    }
+    if (HAK_GATE_COUNT_SYSCALLS && round == 2)
+      assert_int_equal(count(HAK_STAT_SYS_MINCORE), mincores);
+    for (int i = 0; i < SPARSE_BLOCKS; i++)
+      hak_free(b[i]);
+  }
+}
+
 int main(void) {
   hak_free(hak_malloc(1)); /* start-up first: it configures every tier */
   const struct CMUnitTest tests[] = {
+      /* First: it needs memory the mid tier never touched. */
+      cmocka_unit_test(test_calloc_sparse),
       cmocka_unit_test(test_tiny_slabs),
       cmocka_unit_test(test_mid_slabs),
       cmocka_unit_test(test_large_reuse),
