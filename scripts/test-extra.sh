@@ -2,8 +2,9 @@
 # The slower checks, kept out of the CI command: ThreadSanitizer on the
 # threaded tests (preset tsan), the whole cmocka suite under valgrind's
 # memcheck (preset valgrind), a longer fuzzing run, and the stress tests in
-# their long mode.
-# Usage: scripts/test-extra.sh [tsan] [valgrind] [fuzz] [stress]
+# their long mode, and the flaky check (every preset's suite 5 times under
+# load: scripts/flaky.sh).
+# Usage: scripts/test-extra.sh [tsan] [valgrind] [fuzz] [stress] [flaky]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -28,8 +29,11 @@ for s in "${steps[@]}"; do
       HAK_STRESS=long HAK_STRESS_SECONDS="${HAK_STRESS_SECONDS:-120}" \
         ctest --preset standard -L stress
       ;;
+    flaky)
+      scripts/flaky.sh
+      ;;
     *)
-      echo "unknown step $s (tsan, valgrind, fuzz, stress)" >&2
+      echo "unknown step $s (tsan, valgrind, fuzz, stress, flaky)" >&2
       exit 2
       ;;
   esac

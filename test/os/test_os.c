@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -34,7 +35,8 @@
 
 static struct hak_os_config default_config;
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------
+ */
 
 static uint64_t stat_get(enum hak_stat id) {
   struct hak_stats_snapshot s;
@@ -133,7 +135,8 @@ static void touch_pages(void *p, size_t n, uint64_t v) {
 static int pages_hold(const void *p, size_t n, uint64_t v) {
   for (size_t off = 0; off < n; off += PAGE) {
     if (*(const volatile uint64_t *)((const char *)p + off) != v ||
-        *(const volatile uint64_t *)((const char *)p + off + PAGE - sizeof(uint64_t)) != v)
+        *(const volatile uint64_t *)((const char *)p + off + PAGE -
+                                     sizeof(uint64_t)) != v)
       return 0;
   }
   return 1;
@@ -155,7 +158,8 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* ---- superslabs ------------------------------------------------------------ */
+/* ---- superslabs ------------------------------------------------------------
+ */
 
 static void test_superslab_aligned_writable_zeroed(void **state) {
   (void)state;
@@ -169,7 +173,7 @@ static void test_superslab_aligned_writable_zeroed(void **state) {
     assert_true(all_zero(ss[i], SS));
     assert_ptr_equal(hak_region_of((char *)ss[i] + SS - 1), ss[i]);
     assert_ptr_equal(hak_region_of((char *)ss[i] + SS / 2), ss[i]);
-    memset(ss[i], 0x5A, SS); /* writable over its whole size */
+    memset(ss[i], 0x5A, SS);    /* writable over its whole size */
     for (int j = 0; j < i; j++) /* disjoint from the others */
       assert_true((char *)ss[i] + SS <= (char *)ss[j] ||
                   (char *)ss[j] + SS <= (char *)ss[i]);
@@ -455,9 +459,11 @@ static void test_purge_delay(void **state) {
   assert_false(hak_os_is_region(ss[1]));
   assert_true(hak_os_is_region(ss[2]));
   assert_true(hak_os_is_region(ss[3]));
-  assert_true(all_zero(ss[3], SS));
   assert_false(hak_os_is_region(h));
+  /* 22 MiB given back. Measured before any read: on some kernels a read of
+   * a decommitted page allocates a real page. */
   assert_true(hak_os_rss_current() + 12 * MiB <= rss);
+  assert_true(all_zero(ss[3], SS));
   if (HAK_GATE_COUNT_SYSCALLS) {
     assert_int_equal(delta(&c, HAK_STAT_SYS_MADVISE), 2);
     assert_int_equal(delta(&c, HAK_STAT_SYS_MUNMAP), 3);
@@ -506,7 +512,8 @@ static void test_superslab_dirty_extent(void **state) {
     hak_os_superslab_free(ss[i]);
 }
 
-/* ---- decommit ---------------------------------------------------------------- */
+/* ---- decommit
+ * ---------------------------------------------------------------- */
 
 static void test_decommit_reads_zero(void **state) {
   (void)state;
@@ -560,11 +567,12 @@ static void test_decommit_drops_rss(void **state) {
   hak_os_decommit(h, n);
   size_t after = hak_os_rss_current();
   assert_true(after + n - slack <= committed);
-  assert_true(all_zero(h, n)); /* reading does not commit */
-  size_t read = hak_os_rss_current();
-  assert_true(read + n - slack <= committed);
   /* The peak remembers the committed high-water mark. */
   assert_true(hak_os_rss_peak() + slack >= committed);
+  /* What was given back reads as zero. Nothing is asserted of the RSS
+   * after the read: the kernel may map its zero page or allocate a fresh
+   * page for each read fault, and either is allowed. */
+  assert_true(all_zero(h, n));
   hak_os_huge_free(h, mapped);
   hak_os_release_caches();
 }
@@ -649,13 +657,14 @@ static void test_zero(void **state) {
   hak_os_superslab_free(ss);
 }
 
-/* ---- huge regions -------------------------------------------------------------- */
+/* ---- huge regions
+ * -------------------------------------------------------------- */
 
 static void test_huge_rounding_alignment(void **state) {
   (void)state;
   configure(2, 16, 0); /* no huge cache: every free unmaps */
-  static const size_t sizes[] = {1, PAGE - 1, PAGE, PAGE + 1, SS - 1, SS,
-                                 SS + 1, 5 * MiB + 123, 9 * MiB};
+  static const size_t sizes[] = {1,  PAGE - 1, PAGE,          PAGE + 1, SS - 1,
+                                 SS, SS + 1,   5 * MiB + 123, 9 * MiB};
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
     size_t want = (sizes[i] + PAGE - 1) / PAGE * PAGE;
     size_t mapped = 0;
@@ -726,7 +735,8 @@ static void test_huge_resize_to_zero(void **state) {
   if (hak_os_huge_resize(h, mapped, 0, &m2)) {
     if (!is_mapped(h, PAGE))
       fail_msg("hak_os_huge_resize(h, %zu, 0) unmapped the whole region, "
-               "which stays registered (new_mapped = %zu)", mapped, m2);
+               "which stays registered (new_mapped = %zu)",
+               mapped, m2);
     assert_true(m2 >= PAGE);
     mapped = m2;
   }
@@ -738,8 +748,8 @@ static void test_huge_resize_to_zero(void **state) {
 
 /* Reserves [p, p + n) if nothing is mapped there; returns whether it did. */
 static int reserve_fixed(void *p, size_t n) {
-  void *r = mmap(p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                 -1, 0);
+  void *r = mmap(p, n, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
   if (r == MAP_FAILED)
     return 0;
   if (r != p) { /* old kernels ignore the flag: treat as a hint */
@@ -783,7 +793,7 @@ static void test_huge_resize(void **state) {
     c = mark();
     assert_true(hak_os_huge_resize(h, mapped, 8 * MiB, &m2));
     assert_int_equal(m2, 8 * MiB);
-    assert_true(pages_hold(h, mapped, 0xAA)); /* old part kept */
+    assert_true(pages_hold(h, mapped, 0xAA));       /* old part kept */
     assert_true(all_zero(h + mapped, m2 - mapped)); /* new part zero */
     touch_pages(h, m2, 0xBB);
     if (HAK_GATE_COUNT_SYSCALLS) {
@@ -941,7 +951,8 @@ static void test_huge_cache_bounds(void **state) {
     assert_false(hak_os_is_region(r[i]));
 }
 
-/* ---- counters -------------------------------------------------------------------- */
+/* ---- counters
+ * -------------------------------------------------------------------- */
 
 static void test_syscall_counters(void **state) {
   (void)state;
@@ -1014,7 +1025,8 @@ static void test_syscall_counters(void **state) {
   }
 }
 
-/* ---- injected failures ------------------------------------------------------------ */
+/* ---- injected failures
+ * ------------------------------------------------------------ */
 
 static void test_injected_failure(void **state) {
   (void)state;
@@ -1456,6 +1468,10 @@ static void test_slabset(void **state) {
 }
 
 int main(void) {
+  /* The residency checks count 4 KiB pages. With THP "always" the kernel
+   * may back a first touch with a 2 MiB page, so the process opts out:
+   * the tests then hold whatever the system's THP mode. */
+  prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
   default_config = hak_os_default_config();
   /* Warm-up: the registry is mapped by the first allocation; doing it here
    * keeps that one-time mapping out of the counted deltas. */
