@@ -35,8 +35,7 @@
 
 static struct hak_os_config default_config;
 
-/* ---- helpers --------------------------------------------------------------
- */
+/* ---- helpers -------------------------------------------------------------- */
 
 static uint64_t stat_get(enum hak_stat id) {
   struct hak_stats_snapshot s;
@@ -135,8 +134,7 @@ static void touch_pages(void *p, size_t n, uint64_t v) {
 static int pages_hold(const void *p, size_t n, uint64_t v) {
   for (size_t off = 0; off < n; off += PAGE) {
     if (*(const volatile uint64_t *)((const char *)p + off) != v ||
-        *(const volatile uint64_t *)((const char *)p + off + PAGE -
-                                     sizeof(uint64_t)) != v)
+        *(const volatile uint64_t *)((const char *)p + off + PAGE - sizeof(uint64_t)) != v)
       return 0;
   }
   return 1;
@@ -158,8 +156,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* ---- superslabs ------------------------------------------------------------
- */
+/* ---- superslabs ------------------------------------------------------------ */
 
 static void test_superslab_aligned_writable_zeroed(void **state) {
   (void)state;
@@ -173,7 +170,7 @@ static void test_superslab_aligned_writable_zeroed(void **state) {
     assert_true(all_zero(ss[i], SS));
     assert_ptr_equal(hak_region_of((char *)ss[i] + SS - 1), ss[i]);
     assert_ptr_equal(hak_region_of((char *)ss[i] + SS / 2), ss[i]);
-    memset(ss[i], 0x5A, SS);    /* writable over its whole size */
+    memset(ss[i], 0x5A, SS); /* writable over its whole size */
     for (int j = 0; j < i; j++) /* disjoint from the others */
       assert_true((char *)ss[i] + SS <= (char *)ss[j] ||
                   (char *)ss[j] + SS <= (char *)ss[i]);
@@ -512,8 +509,7 @@ static void test_superslab_dirty_extent(void **state) {
     hak_os_superslab_free(ss[i]);
 }
 
-/* ---- decommit
- * ---------------------------------------------------------------- */
+/* ---- decommit ---------------------------------------------------------------- */
 
 static void test_decommit_reads_zero(void **state) {
   (void)state;
@@ -657,14 +653,13 @@ static void test_zero(void **state) {
   hak_os_superslab_free(ss);
 }
 
-/* ---- huge regions
- * -------------------------------------------------------------- */
+/* ---- huge regions -------------------------------------------------------------- */
 
 static void test_huge_rounding_alignment(void **state) {
   (void)state;
   configure(2, 16, 0); /* no huge cache: every free unmaps */
-  static const size_t sizes[] = {1,  PAGE - 1, PAGE,          PAGE + 1, SS - 1,
-                                 SS, SS + 1,   5 * MiB + 123, 9 * MiB};
+  static const size_t sizes[] = {1, PAGE - 1, PAGE, PAGE + 1, SS - 1, SS,
+                                 SS + 1, 5 * MiB + 123, 9 * MiB};
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
     size_t want = (sizes[i] + PAGE - 1) / PAGE * PAGE;
     size_t mapped = 0;
@@ -735,8 +730,7 @@ static void test_huge_resize_to_zero(void **state) {
   if (hak_os_huge_resize(h, mapped, 0, &m2)) {
     if (!is_mapped(h, PAGE))
       fail_msg("hak_os_huge_resize(h, %zu, 0) unmapped the whole region, "
-               "which stays registered (new_mapped = %zu)",
-               mapped, m2);
+               "which stays registered (new_mapped = %zu)", mapped, m2);
     assert_true(m2 >= PAGE);
     mapped = m2;
   }
@@ -748,8 +742,8 @@ static void test_huge_resize_to_zero(void **state) {
 
 /* Reserves [p, p + n) if nothing is mapped there; returns whether it did. */
 static int reserve_fixed(void *p, size_t n) {
-  void *r = mmap(p, n, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  void *r = mmap(p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                 -1, 0);
   if (r == MAP_FAILED)
     return 0;
   if (r != p) { /* old kernels ignore the flag: treat as a hint */
@@ -793,7 +787,7 @@ static void test_huge_resize(void **state) {
     c = mark();
     assert_true(hak_os_huge_resize(h, mapped, 8 * MiB, &m2));
     assert_int_equal(m2, 8 * MiB);
-    assert_true(pages_hold(h, mapped, 0xAA));       /* old part kept */
+    assert_true(pages_hold(h, mapped, 0xAA)); /* old part kept */
     assert_true(all_zero(h + mapped, m2 - mapped)); /* new part zero */
     touch_pages(h, m2, 0xBB);
     if (HAK_GATE_COUNT_SYSCALLS) {
@@ -951,8 +945,7 @@ static void test_huge_cache_bounds(void **state) {
     assert_false(hak_os_is_region(r[i]));
 }
 
-/* ---- counters
- * -------------------------------------------------------------------- */
+/* ---- counters -------------------------------------------------------------------- */
 
 static void test_syscall_counters(void **state) {
   (void)state;
@@ -1025,8 +1018,7 @@ static void test_syscall_counters(void **state) {
   }
 }
 
-/* ---- injected failures
- * ------------------------------------------------------------ */
+/* ---- injected failures ------------------------------------------------------------ */
 
 static void test_injected_failure(void **state) {
   (void)state;

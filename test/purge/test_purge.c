@@ -307,8 +307,10 @@ int main(void) {
   hak_free(hak_malloc(1)); /* start-up first: it configures every tier */
   const struct CMUnitTest tests[] = {
       /* First: it needs memory the mid tier never touched. */
-      cmocka_unit_test(test_calloc_sparse), cmocka_unit_test(test_tiny_slabs),
-      cmocka_unit_test(test_mid_slabs),     cmocka_unit_test(test_large_reuse),
+      cmocka_unit_test(test_calloc_sparse),
+      cmocka_unit_test(test_tiny_slabs),
+      cmocka_unit_test(test_mid_slabs),
+      cmocka_unit_test(test_large_reuse),
       cmocka_unit_test(test_calloc_reuse),
   };
   return cmocka_run_group_tests_name("purge", tests, NULL, NULL);
