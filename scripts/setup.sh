@@ -5,12 +5,12 @@
 set -euo pipefail
 
 # Required: compiler, cmake, cmocka.  The rest enables optional parts
-# (benchmarks against mimalloc and tcmalloc, Google Benchmark, charts,
+# (benchmarks against mimalloc, tcmalloc and jemalloc, Google Benchmark, charts,
 # syscall cross-checks, the real-program tests with Python's own test
 # suite, fuzzing with clang's libFuzzer, valgrind).
 packages=(
   build-essential cmake ninja-build pkg-config libcmocka-dev
-  libmimalloc-dev libtcmalloc-minimal4 libbenchmark-dev
+  libmimalloc-dev libtcmalloc-minimal4 libjemalloc2 libbenchmark-dev
   gnuplot-nox time strace python3 sqlite3 git
   libpython3.11-testsuite clang libclang-rt-14-dev valgrind
 )
