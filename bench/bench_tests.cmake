@@ -115,3 +115,33 @@ bench_smoke(run_soak CHECK --min-results 0 --expect "drift" --expect "^written: 
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_soak
             --duration 1.5 --interval 0.25 --allocators hakmem-${HAKMEM_VARIANT}
             ${this_tree} --out ${bench_smoke_dir}/soak)
+
+# The big-block programs: one short run of each mode per allocator, and the
+# peers through LD_PRELOAD of the plain binary where they are installed.
+foreach(alloc IN LISTS BENCH_ALLOCATORS)
+  if(alloc STREQUAL "hakmem")
+    set(name hakmem-${HAKMEM_VARIANT})
+  else()
+    set(name ${alloc})
+  endif()
+  bench_smoke(big_blocks_${alloc} CHECK --require allocator=${name} --require live=4
+              --expect "minflt=[0-9]+"
+              COMMAND $<TARGET_FILE:bench_big_${alloc}> blocks 256K 5M 4 50)
+  bench_smoke(big_mt_${alloc} CHECK --require allocator=${name} --require threads=3
+              COMMAND $<TARGET_FILE:bench_big_${alloc}> mt 3 6000 100 3)
+endforeach()
+if(NOT HAKMEM_SANITIZE)
+  foreach(peer libtcmalloc_minimal.so.4 libjemalloc.so.2)
+    find_file(BENCH_BIG_${peer}_PATH ${peer} PATHS /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib
+              NO_DEFAULT_PATH)
+    if(BENCH_BIG_${peer}_PATH)
+      string(REGEX REPLACE "^lib([a-z_]+)\\..*" "\\1" peer_name ${peer})
+      bench_smoke(preload_big_${peer_name} CHECK --expect "preload=${peer}"
+                  --env LD_PRELOAD=${BENCH_BIG_${peer}_PATH}
+                  COMMAND $<TARGET_FILE:bench_big_libc> blocks 1M 4M 4 50)
+    endif()
+  endforeach()
+  bench_smoke(preload_big_hakmem CHECK --expect "preload=libhakmem"
+              --env LD_PRELOAD=$<TARGET_FILE:hakmem_shared>
+              COMMAND $<TARGET_FILE:bench_big_libc> mt 3 6000 100 3)
+endif()
