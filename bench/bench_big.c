@@ -25,6 +25,12 @@
  * the last) is checked before each realloc and free: a block corrupted by
  * the allocator stops the run.  Ops of all threads over the wall time;
  * rss_end_kb is the resident set after everything is freed.
+ *
+ * Transparent huge pages change what a fault is (one per 2 MiB instead of
+ * per 4 KiB), and the system's setting may change between runs; with
+ * BENCH_THP=off in the environment the process opts out of them
+ * (prctl PR_SET_THP_DISABLE), so that fault counts compare across runs and
+ * allocators.  Every result line says which applied (thp=).
  */
 #include "bench_alloc.h"
 #include "bench_harness.h"
@@ -32,6 +38,30 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <sys/prctl.h>
+
+/* "off" when this process opted out of transparent huge pages, else the
+ * system's mode (always, madvise, never) or "unknown". */
+static char thp_mode[16] = "unknown";
+
+static void thp_setup(void) {
+  const char *want = getenv("BENCH_THP");
+  if (want && !strcmp(want, "off")) {
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0)
+      bench_die("prctl(PR_SET_THP_DISABLE) failed");
+    strcpy(thp_mode, "off");
+    return;
+  }
+  char buf[128];
+  if (bench_read_proc("/sys/kernel/mm/transparent_hugepage/enabled", buf,
+                      sizeof buf) > 0) {
+    char *a = strchr(buf, '['), *b = a ? strchr(a, ']') : NULL;
+    if (b && (size_t)(b - a - 1) < sizeof thp_mode) {
+      memcpy(thp_mode, a + 1, (size_t)(b - a - 1));
+      thp_mode[b - a - 1] = 0;
+    }
+  }
+}
 
 static uint64_t parse_size(const char *s, const char *what) {
   char buf[64];
@@ -99,7 +129,7 @@ static void blocks_mode(uint64_t min, uint64_t max, uint64_t live,
            "workload=big min=%" PRIu64 " max=%" PRIu64 " live=%" PRIu64
            " iters=%" PRIu64 " ops=%" PRIu64 " bytes=%" PRIu64,
            min, max, live, iters, iters, bytes);
-  snprintf(tail, sizeof tail, "seconds=%.6f", t1 - t0);
+  snprintf(tail, sizeof tail, "thp=%s seconds=%.6f", thp_mode, t1 - t0);
   bench_report(t1 > t0 ? (double)iters / (t1 - t0) : 0, BENCH_ALLOC_NAME, head,
                tail);
   for (uint64_t k = 0; k < live; k++)
@@ -267,8 +297,9 @@ static void mt_mode(uint64_t threads, uint64_t ops, uint64_t ws,
            " rounds=%" PRIu64,
            threads, total, ws, rounds);
   snprintf(tail, sizeof tail,
-           "reallocs=%" PRIu64 " handed=%" PRIu64 " rss_end_kb=%ld seconds=%.6f",
-           reallocs, handed, bench_rss_kb(), t1 - t0);
+           "reallocs=%" PRIu64 " handed=%" PRIu64
+           " rss_end_kb=%ld thp=%s seconds=%.6f",
+           reallocs, handed, bench_rss_kb(), thp_mode, t1 - t0);
   bench_report(t1 > t0 ? (double)total / (t1 - t0) : 0, BENCH_ALLOC_NAME, head,
                tail);
   free(w);
@@ -285,6 +316,7 @@ int main(int argc, char **argv) {
     usage(argv[0]);
   int n = argc - 2;
   char **a = argv + 2;
+  thp_setup();
   if (!strcmp(argv[1], "blocks") && (n == 4 || n == 5)) {
     blocks_mode(parse_size(a[0], "MIN"), parse_size(a[1], "MAX"),
                 bench_parse_count(a[2], "LIVE"),
