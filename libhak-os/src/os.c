@@ -564,6 +564,50 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
   return true;
 }
 
+void *hak_os_huge_move(void *base, size_t mapped, size_t new_size,
+                       size_t *new_mapped) {
+  new_size = page_round(new_size);
+  if (new_size < mapped || new_size > ((size_t)1 << 46)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* An aligned reservation first (no pages), then the region's pages
+   * moved over its start: the kernel moves page tables, not bytes. */
+  pthread_mutex_lock(&os_lock);
+  char *to = map_aligned(new_size);
+  pthread_mutex_unlock(&os_lock);
+  if (!to)
+    return NULL;
+  HAK_STAT_SYS(SYS_MREMAP, 1);
+  void *p = mremap(base, mapped, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+  if (p == MAP_FAILED) {
+    unmap_region(to, new_size);
+    errno = ENOMEM;
+    return NULL;
+  }
+  map_set(base, HAK_REGION_NONE);
+  *new_mapped = new_size;
+  return to;
+}
+
+bool hak_os_move_pages(void *from, size_t n, void *to) {
+  HAK_STAT_SYS(SYS_MREMAP, 1);
+  if (mremap(from, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED)
+    return false;
+  /* The hole the move left is mapped again (fresh pages, which read as
+   * zero); if even that is refused, the pages go back where they were. */
+  HAK_STAT_SYS(SYS_MMAP, 1);
+  void *p = mmap(from, n, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) {
+    HAK_STAT_SYS(SYS_MREMAP, 1);
+    if (mremap(to, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, from) == MAP_FAILED)
+      hak_os_abort(); /* a hole in a region: nothing safe is left to do */
+    return false;
+  }
+  return true;
+}
+
 void hak_os_release_caches(void) {
   pthread_mutex_lock(&os_lock);
   release_caches_locked();
