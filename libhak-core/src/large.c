@@ -70,7 +70,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct arena *with_free;                /* arenas with free pages */
 static struct arena *dirty_head, *dirty_tail;  /* oldest free first */
 static size_t dirty_bytes, live_bytes, peak_live_bytes;
-static uint64_t next_purge_ms = UINT64_MAX;
 
 /* ---- bitmaps --------------------------------------------------------- */
 
@@ -193,9 +192,6 @@ static void dirty_touch(struct arena *a, uint64_t now) {
     dirty_head = a;
   dirty_tail = a;
   a->in_dirty_list = true;
-  uint64_t due = now + hak_config.purge_delay_ms;
-  if (due < next_purge_ms)
-    next_purge_ms = due;
 }
 
 static size_t retain_limit(void) {
@@ -230,7 +226,9 @@ static struct arena *arena_init(void *base, size_t pages, size_t dirty,
   struct arena *a = base;
   size_t first = header_pages(pages);
   size_t words = (pages + 63) / 64;
-  memset(a, 0, sizeof *a + 4 * words * sizeof(uint64_t));
+  /* Only what may be non-zero is cleared: a fresh mapping's bitmaps are. */
+  size_t header = sizeof *a + 4 * words * sizeof(uint64_t);
+  memset(a, 0, header < dirty ? header : dirty < sizeof *a ? sizeof *a : dirty);
   a->region.size = pages * PAGE;
   a->standard = standard;
   a->pages = pages;
@@ -241,12 +239,15 @@ static struct arena *arena_init(void *base, size_t pages, size_t dirty,
   size_t dirty_pages = (dirty + PAGE - 1) / PAGE;
   if (dirty_pages > pages)
     dirty_pages = pages;
-  if (dirty_pages > first) {
-    range_set(map_of(a, DIRTY), first, dirty_pages - first, true);
-    a->dirty_pages = dirty_pages - first;
-  }
   set_units(a, true);
   free_list_update(a);
+  if (dirty_pages > first) {
+    /* Pages a previous user wrote: reused first, purged like any. */
+    range_set(map_of(a, DIRTY), first, dirty_pages - first, true);
+    a->dirty_pages = dirty_pages - first;
+    dirty_bytes += a->dirty_pages * PAGE;
+    dirty_touch(a, hak_os_clock_ms());
+  }
   return a;
 }
 
@@ -304,14 +305,11 @@ static void purge_oldest(void) {
     arena_decommit(a);
 }
 
-/* What outlived the delay is given back; then the bound. */
+/* What outlived the delay is given back (the list is in freeing order: one
+ * compare when nothing is due); then the bound. */
 static void purge(uint64_t now) {
-  if (now >= next_purge_ms) {
-    while (dirty_head && dirty_head->freed_ms + hak_config.purge_delay_ms <= now)
-      purge_oldest();
-    next_purge_ms =
-        dirty_head ? dirty_head->freed_ms + hak_config.purge_delay_ms : UINT64_MAX;
-  }
+  while (dirty_head && dirty_head->freed_ms + hak_config.purge_delay_ms <= now)
+    purge_oldest();
   size_t limit = retain_limit();
   while (dirty_head && dirty_bytes > limit)
     purge_oldest();
@@ -450,8 +448,20 @@ static bool release_free_arenas(void) {
   return any;
 }
 
+/* Whether a new block of n pages should open a standard arena: only if
+ * blocks of its size fill at least four fifths of one (300 KB blocks: 13,
+ * 95 %), so that a block reserves little more than its own size of address
+ * space.  Others (1 MiB: 3 would fit, 75 %) get an arena of their own size,
+ * whose pages later serve any size just the same. */
+static bool packs_standard(size_t n, size_t align) {
+  if (!fits_standard(n, align))
+    return false;
+  size_t k = (SS_PAGES - header_pages(SS_PAGES)) / n;
+  return k * n * 5 >= SS_PAGES * 4 || align > PAGE;
+}
+
 static struct arena *arena_map(size_t n, size_t align) {
-  if (fits_standard(n, align)) {
+  if (packs_standard(n, align)) {
     size_t dirty;
     void *ss = hak_os_superslab_alloc_dirty(&dirty);
     return ss ? arena_init(ss, SS_PAGES, dirty, true) : NULL;
@@ -516,18 +526,12 @@ static struct arena *arena_grow_free(size_t n) {
   }
   /* The header grows with the arena: rebuild it as one free span whose
    * old pages stay dirty (the old header's pages are dirty too). */
-  size_t old_pages = a->pages, old_dirty = a->dirty_pages;
-  bool in_dirty = a->in_dirty_list;
-  uint64_t freed = a->freed_ms;
-  dirty_bytes -= old_dirty * PAGE;
+  size_t old_pages = a->pages;
+  dirty_bytes -= a->dirty_pages * PAGE;
   dirty_unlink(a);
   a->free_pages = 0;
   free_list_update(a);
-  a = arena_init(a, mapped / PAGE, old_pages * PAGE, false);
-  dirty_bytes += a->dirty_pages * PAGE;
-  if (in_dirty)
-    dirty_touch(a, freed);
-  return a;
+  return arena_init(a, mapped / PAGE, old_pages * PAGE, false);
 }
 
 /* ---- large and huge blocks --------------------------------------------- */
