@@ -4,6 +4,7 @@
  *   bench_big_<alloc> blocks MIN MAX LIVE ITERS [SEED]
  *   bench_big_<alloc> mt [THREADS [OPS [WS [ROUNDS [SEED]]]]]
  *                                              (4 200000 500 4)
+ *   bench_big_<alloc> aspace [LIMIT]           (256M)
  *
  * blocks: LIVE blocks of sizes drawn uniformly from [MIN, MAX] (bytes; a K,
  * M or G suffix multiplies by 2^10, 2^20, 2^30), each written whole with
@@ -26,6 +27,16 @@
  * the allocator stops the run.  Ops of all threads over the wall time;
  * rss_end_kb is the resident set after everything is freed.
  *
+ * aspace: address space per block.  For blocks of 300 KB, 1 MiB and 2 MiB,
+ * a child process allocates 64 blocks and reports how much VmSize grew per
+ * block, then sets RLIMIT_AS to LIMIT (as containers and batch systems do)
+ * and counts how many more blocks it gets before malloc fails.  Prints one
+ * line per size:
+ *   Aspace size=<B> vmsize_per_block=<bytes> blocks_under_limit=<N>
+ *   limit=<bytes> allocator=<name>
+ * (the count includes the 64; what the process had mapped before counts
+ * against the limit too, the allocator's own tables included).
+ *
  * Transparent huge pages change what a fault is (one per 2 MiB instead of
  * per 4 KiB), and the system's setting may change between runs; with
  * BENCH_THP=off in the environment the process opts out of them
@@ -39,6 +50,7 @@
 #include <stdbool.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 
 /* "off" when this process opted out of transparent huge pages, else the
  * system's mode (always, madvise, never) or "unknown". */
@@ -305,9 +317,66 @@ static void mt_mode(uint64_t threads, uint64_t ops, uint64_t ws,
   free(w);
 }
 
+/* ---- aspace -------------------------------------------------------------- */
+
+static size_t vmsize(void) {
+  char buf[4096];
+  if (bench_read_proc("/proc/self/status", buf, sizeof buf) <= 0)
+    return 0;
+  const char *p = strstr(buf, "VmSize:");
+  return p ? (size_t)strtoull(p + 7, NULL, 10) * 1024 : 0;
+}
+
+static void aspace_child(size_t size, uint64_t limit, int fd) {
+  enum { FIRST = 64 };
+  size_t before = vmsize();
+  for (int i = 0; i < FIRST; i++) {
+    char *p = bench_malloc(size);
+    if (!p)
+      _exit(3);
+    p[0] = p[size - 1] = 1;
+  }
+  size_t per_block = (vmsize() - before) / FIRST;
+  struct rlimit rl = {limit, limit};
+  if (setrlimit(RLIMIT_AS, &rl) != 0)
+    _exit(4);
+  uint64_t n = FIRST;
+  for (;;) {
+    char *p = bench_malloc(size);
+    if (!p)
+      break;
+    p[0] = p[size - 1] = 1;
+    n++;
+  }
+  char line[256];
+  int len = snprintf(line, sizeof line,
+                     "Aspace size=%zu vmsize_per_block=%zu blocks_under_limit=%" PRIu64
+                     " limit=%" PRIu64 " allocator=%s\n",
+                     size, per_block, n, limit, BENCH_ALLOC_NAME);
+  if (write(fd, line, (size_t)len) != len)
+    _exit(5);
+  _exit(0);
+}
+
+static void aspace_mode(uint64_t limit) {
+  static const size_t sizes[] = {300000, 1 << 20, 2 << 20};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+      bench_die("fork failed");
+    if (pid == 0)
+      aspace_child(sizes[i], limit, 1);
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+      bench_die("aspace child for %zu bytes failed", sizes[i]);
+  }
+}
+
 static _Noreturn void usage(const char *prog) {
   bench_die("usage: %s blocks MIN MAX LIVE ITERS [SEED] | mt [THREADS [OPS "
-            "[WS [ROUNDS [SEED]]]]]",
+            "[WS [ROUNDS [SEED]]]]] | aspace [LIMIT]",
             prog);
 }
 
@@ -328,6 +397,8 @@ int main(int argc, char **argv) {
             n > 2 ? bench_parse_count(a[2], "WS") : 500,
             n > 3 ? bench_parse_count(a[3], "ROUNDS") : 4,
             n > 4 ? bench_parse_count(a[4], "SEED") : BENCH_DEFAULT_SEED);
+  } else if (!strcmp(argv[1], "aspace") && n <= 1) {
+    aspace_mode(n > 0 ? parse_size(a[0], "LIMIT") : 256ull << 20);
   } else {
     usage(argv[0]);
   }

@@ -99,8 +99,19 @@ endif()
 list(JOIN script_allocators "," script_allocators)
 bench_smoke(run_compare CHECK --min-results 0 --expect "^targets" --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
-            --workload all --runs 2 --scale 0.002 --allocators ${script_allocators}
+            --workload all --skip big --runs 2 --scale 0.002 --allocators ${script_allocators}
             ${this_tree} --out ${bench_smoke_dir}/compare)
+# The big-block rows write hundreds of MiB even at the smallest scale: one
+# run, two allocators.
+set(big_allocators hakmem-${HAKMEM_VARIANT})
+if(NOT HAKMEM_SANITIZE)
+  list(APPEND big_allocators preload-glibc)
+endif()
+list(JOIN big_allocators "," big_allocators)
+bench_smoke(run_compare_big CHECK --min-results 0 --expect "flt/op" --expect "^written: "
+            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
+            --workload big --runs 1 --scale 0.002 --allocators ${big_allocators}
+            ${this_tree} --out ${bench_smoke_dir}/compare_big)
 if(HAKMEM_VARIANT STREQUAL "observe")
   bench_smoke(run_compare_observe CHECK --min-results 0 --expect "^per-class hits"
               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
@@ -127,6 +138,9 @@ foreach(alloc IN LISTS BENCH_ALLOCATORS)
   bench_smoke(big_blocks_${alloc} CHECK --require allocator=${name} --require live=4
               --expect "minflt=[0-9]+"
               COMMAND $<TARGET_FILE:bench_big_${alloc}> blocks 256K 5M 4 50)
+  bench_smoke(big_aspace_${alloc} CHECK --min-results 0
+              --expect "^Aspace size=2097152 vmsize_per_block=[0-9]+ blocks_under_limit=[0-9]+"
+              COMMAND $<TARGET_FILE:bench_big_${alloc}> aspace)
   bench_smoke(big_mt_${alloc} CHECK --require allocator=${name} --require threads=3
               COMMAND $<TARGET_FILE:bench_big_${alloc}> mt 3 6000 100 3)
 endforeach()

@@ -65,6 +65,7 @@ static void init_once_body(void) {
   os.purge_delay_ms = hak_config.purge_delay_ms;
   os.transparent_huge_pages = hak_config.thp;
   hak_os_configure(&os);
+  hak_os_set_reclaim(hak_large_reclaim); /* free arenas, when memory runs out */
   struct hak_tiny_config tiny = {.dirty_slab_limit =
                                      hak_config.tiny_dirty_slabs,
                                  .purge_delay_ms = hak_config.purge_delay_ms,

@@ -124,6 +124,9 @@ HAK_INTERNAL void hak_large_purge(void);
 /* Gives back every arena that holds no live block (tests; the tier does it
  * itself when the kernel refuses a mapping). */
 HAK_INTERNAL void hak_large_release(void);
+/* The same when libhak-os runs out (its reclaim hook); false if the tier
+ * was busy or had nothing to give. */
+HAK_INTERNAL bool hak_large_reclaim(void);
 HAK_INTERNAL void hak_large_fork_prepare(void);
 HAK_INTERNAL void hak_large_fork_parent(void);
 

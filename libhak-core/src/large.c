@@ -6,8 +6,9 @@
  * arena's header, the rest its spans, each one either a live block or free.
  * Standard arenas are one superslab (4 MiB, taken from libhak-os's cache,
  * so tiny and mid superslabs that kept their pages serve big blocks too)
- * and hold several blocks up to 4 MiB - 4 KiB; a bigger block gets an arena
- * of its own size.  Free spans are split for any later block that fits,
+ * and hold several blocks up to 4 MiB - 4 KiB, opened by blocks whose size
+ * packs them well; other blocks get an arena of their own size, so that a
+ * block reserves about its own size of address space.  Free spans are split for any later block that fits,
  * and adjacent free spans join, so freed memory serves requests of other
  * sizes with the pages it already has: writing a resident page costs
  * nothing, writing a fresh one a page fault.  Every span boundary and state
@@ -15,12 +16,18 @@
  * pages: a decommitted span stays untouched), and so is whether each page
  * may be non-zero (dirty), which calloc and the purge read.
  *
- * Retention: free pages keep their contents for the purge delay after the
- * last free into their arena, and the dirty free pages of all arenas are
- * bounded by retain_limit() (a floor plus half the peak of the live bytes,
- * at most HAKMEM_HUGE_CACHE_MB); past either, the pages are decommitted,
- * and an arena left wholly free goes back to libhak-os (a standard one to
- * its superslab cache, a big one unmapped).  One lock guards the tier: a
+ * A request that no free span fits grows a wholly free arena (mremap) or
+ * maps a new one, and fills what has no resident pages with resident free
+ * pages of other arenas, moved by mremap (gather).
+ *
+ * Retention: free pages keep their contents for arena_delay() (the purge
+ * delay scaled by the arena's size) after the last free into their arena,
+ * and the dirty free pages of all arenas are bounded by retain_limit() (a
+ * floor plus half the peak of the live bytes, at most HAKMEM_HUGE_CACHE_MB);
+ * past either, the pages are decommitted, and an arena left wholly free goes
+ * back to libhak-os (a standard one to its superslab cache, decommitted; a
+ * big one unmapped).  When the kernel refuses a mapping, to this tier or
+ * any other (hak_os_set_reclaim), the wholly free arenas go back first.  One lock guards the tier: a
  * big block costs at least a fault-free memset of 256 KiB, which dwarfs it.
  *
  * free finds the arena from the region map: the unit of a block's address
@@ -70,6 +77,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct arena *with_free;                /* arenas with free pages */
 static struct arena *dirty_head, *dirty_tail;  /* oldest free first */
 static size_t dirty_bytes, live_bytes, peak_live_bytes;
+static uint64_t next_due_ms = UINT64_MAX; /* earliest an arena's delay ends */
 
 /* ---- bitmaps --------------------------------------------------------- */
 
@@ -180,6 +188,8 @@ static void dirty_unlink(struct arena *a) {
   a->in_dirty_list = false;
 }
 
+static uint64_t arena_delay(const struct arena *a);
+
 /* Pages were just freed into a: it becomes the most recent of the list. */
 static void dirty_touch(struct arena *a, uint64_t now) {
   dirty_unlink(a);
@@ -192,6 +202,9 @@ static void dirty_touch(struct arena *a, uint64_t now) {
     dirty_head = a;
   dirty_tail = a;
   a->in_dirty_list = true;
+  uint64_t due = now + arena_delay(a);
+  if (due < next_due_ms)
+    next_due_ms = due;
 }
 
 static size_t retain_limit(void) {
@@ -273,6 +286,17 @@ static void arena_release(struct arena *a) {
     hak_os_huge_free(a, a->region.size);
 }
 
+static void arena_decommit(struct arena *a);
+
+/* A wholly free arena whose delay ran out (or over the bound) goes back
+ * without its pages: a standard one decommitted first, as the superslab
+ * cache would only keep them for another delay; a big one is unmapped. */
+static void arena_release_clean(struct arena *a) {
+  if (a->standard)
+    arena_decommit(a);
+  arena_release(a);
+}
+
 /* Gives back the dirty free pages of a (runs of them, one madvise each). */
 static void arena_decommit(struct arena *a) {
   uint64_t *used = map_of(a, USED), *dirty = map_of(a, DIRTY);
@@ -300,16 +324,49 @@ static void arena_decommit(struct arena *a) {
 static void purge_oldest(void) {
   struct arena *a = dirty_head;
   if (a->blocks == 0)
-    arena_release(a);
+    arena_release_clean(a);
   else
     arena_decommit(a);
 }
 
-/* What outlived the delay is given back (the list is in freeing order: one
- * compare when nothing is due); then the bound. */
+/* How long an arena's free pages are kept after the last free into it:
+ * the purge delay per MiB of arena, from 16 to 100 times the delay.  A
+ * program that writes a block whole between two calls spends time in
+ * proportion to its size, and a flat 10 ms would give a big block's pages
+ * back before the program came back for them, on a loaded machine before
+ * each reuse: then every iteration faults every page, takes longer still,
+ * and nothing is ever reused (the vicious circle the big-block benchmark
+ * showed).  A free span of a standard arena waits for a block small enough
+ * to take it, which with random sizes takes tens of blocks.  So with the
+ * default 10 ms, a standard arena keeps its free pages 160 ms, a 25 MiB one
+ * 250 ms, none more than a second. */
+static uint64_t arena_delay(const struct arena *a) {
+  size_t mib = a->region.size >> 20;
+  return (uint64_t)hak_config.purge_delay_ms *
+         (mib < 16 ? 16 : mib > 100 ? 100 : mib);
+}
+
+/* What outlived its delay is given back (a scan of the arenas with dirty
+ * pages, only once the earliest is due); then the bound, oldest first. */
 static void purge(uint64_t now) {
-  while (dirty_head && dirty_head->freed_ms + hak_config.purge_delay_ms <= now)
-    purge_oldest();
+  if (now >= next_due_ms) {
+    uint64_t next = UINT64_MAX;
+    for (struct arena *a = dirty_head, *n; a; a = n) {
+      n = a->dnext;
+      uint64_t due = a->freed_ms + arena_delay(a);
+      if (now >= due) {
+        if (a->blocks == 0)
+          arena_release_clean(a);
+        else
+          arena_decommit(a);
+      } else if (due < next) {
+        next = due;
+      }
+    }
+    next_due_ms = next;
+    if (!dirty_head)
+      peak_live_bytes = live_bytes; /* the bound follows the program down */
+  }
   size_t limit = retain_limit();
   while (dirty_head && dirty_bytes > limit)
     purge_oldest();
@@ -491,10 +548,10 @@ static struct arena *arena_new(size_t n, size_t align) {
 /* A wholly free, dirty arena too small for n pages grows to fit them, its
  * resident pages moved with it (mremap): fewer pages to fault in than in
  * a new arena.  NULL when there is none. */
-static struct arena *arena_grow_free(size_t n) {
+static struct arena *arena_grow_free(size_t n, size_t *fresh) {
   struct arena *best = NULL;
   for (struct arena *a = dirty_head; a; a = a->dnext)
-    if (a->blocks == 0 && !a->standard && (!best || a->dirty_pages > best->dirty_pages))
+    if (a->blocks == 0 && (!best || a->dirty_pages > best->dirty_pages))
       best = a;
   if (!best)
     return NULL;
@@ -531,7 +588,60 @@ static struct arena *arena_grow_free(size_t n) {
   dirty_unlink(a);
   a->free_pages = 0;
   free_list_update(a);
+  *fresh = old_pages;
   return arena_init(a, mapped / PAGE, old_pages * PAGE, false);
+}
+
+/* Dirty runs shorter than this are not worth a move (a system call costs
+ * about what faulting in a few pages does). */
+#define GATHER_MIN_PAGES 16
+#define GATHER_MOVES 8 /* at most per allocation */
+
+/* A new block of n pages fits no free span whole: the free span [at, e) of
+ * a (fresh pages) is filled from the front with resident free pages of
+ * other arenas, moved by mremap, oldest first; a source arena left wholly
+ * free and without resident pages goes back.  So freed memory serves a
+ * bigger block with the pages it has, and only the rest faults. */
+static void gather(struct arena *a, size_t at, size_t e) {
+  unsigned moves = 0;
+  for (struct arena *src = dirty_head, *next; src && at + GATHER_MIN_PAGES <= e &&
+                                             moves < GATHER_MOVES;
+       src = next) {
+    next = src->dnext;
+    if (src == a)
+      continue;
+    uint64_t *used = map_of(src, USED), *dirty = map_of(src, DIRTY);
+    for (size_t i = src->first; i < src->pages && at + GATHER_MIN_PAGES <= e &&
+                                moves < GATHER_MOVES;) {
+      size_t se = span_end(src, i);
+      if (!bit(used, i)) {
+        for (size_t j = next_set(dirty, i, se); j < se;) {
+          size_t k = j;
+          while (k < se && bit(dirty, k))
+            k++;
+          size_t len = k - j < e - at ? k - j : e - at;
+          if (len >= GATHER_MIN_PAGES && moves < GATHER_MOVES &&
+              hak_os_move_pages(page_addr(src, j), len * PAGE, page_addr(a, at))) {
+            moves++;
+            range_set(dirty, j, len, false);
+            src->dirty_pages -= len;
+            range_set(map_of(a, DIRTY), at, len, true);
+            a->dirty_pages += len;
+            at += len;
+            j += len;
+            if (at + GATHER_MIN_PAGES > e)
+              break;
+          } else {
+            j = k;
+          }
+          j = next_set(dirty, j, se);
+        }
+      }
+      i = se;
+    }
+    if (src->blocks == 0 && src->dirty_pages == 0)
+      arena_release(src); /* nothing resident left to keep it for */
+  }
 }
 
 /* ---- large and huge blocks --------------------------------------------- */
@@ -555,14 +665,21 @@ static void *big_malloc(size_t size, size_t align, struct zero_runs *z) {
   size_t i, e, s;
   struct arena *a = find_span(n + guard, align, &i, &e, &s);
   if (!a) {
-    a = align <= PAGE ? arena_grow_free(n + guard) : NULL;
-    if (!a)
+    size_t fresh = 0; /* first page of the part that has no resident pages */
+    a = align <= PAGE ? arena_grow_free(n + guard, &fresh) : NULL;
+    if (!a) {
       a = arena_new(n + guard, align);
+      if (a && !a->standard && !a->dirty_pages)
+        fresh = a->first;
+    }
     if (!a) {
       pthread_mutex_unlock(&lock);
       errno = ENOMEM;
       return NULL;
     }
+    if (fresh && align <= PAGE)
+      gather(a, fresh, a->first + n + guard < a->pages ? a->first + n + guard
+                                                        : a->pages);
     i = a->first;
     e = a->pages;
     s = fit(a, i, e, n + guard, align);
@@ -655,10 +772,6 @@ static void block_free(struct arena *a, size_t i) {
   guard_clear(a, i);
   span_give(a, i, span_end(a, i));
   a->blocks--;
-  if (a->blocks == 0 && a->standard) {
-    arena_release(a); /* the superslab cache keeps its pages for the delay */
-    return;
-  }
   dirty_touch(a, hak_os_clock_ms());
 }
 
@@ -749,10 +862,7 @@ static void *move_block(struct arena *a, size_t i, size_t n) {
   a->dirty_pages -= old;
   dirty_bytes -= old * PAGE;
   a->blocks--;
-  if (a->blocks == 0 && a->standard)
-    arena_release(a);
-  else
-    dirty_touch(a, hak_os_clock_ms());
+  dirty_touch(a, hak_os_clock_ms());
   return page_addr(b, b->first);
 }
 
@@ -804,6 +914,17 @@ struct hak_large_info hak_large_info(void) {
   return info;
 }
 
+bool hak_large_reclaim(void) {
+  /* Called by libhak-os when the kernel refuses a mapping, for any tier;
+   * the large tier itself asks while holding its lock, and has already
+   * released its arenas then. */
+  if (pthread_mutex_trylock(&lock) != 0)
+    return false;
+  bool any = release_free_arenas();
+  pthread_mutex_unlock(&lock);
+  return any;
+}
+
 void hak_large_release(void) {
   pthread_mutex_lock(&lock);
   release_free_arenas();
@@ -812,6 +933,7 @@ void hak_large_release(void) {
 
 void hak_large_purge(void) {
   pthread_mutex_lock(&lock);
+  next_due_ms = 0; /* the delay may have changed (tests): look at every arena */
   purge(hak_os_clock_ms());
   pthread_mutex_unlock(&lock);
 }

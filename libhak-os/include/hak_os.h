@@ -156,6 +156,11 @@ struct hak_os_config {
   bool transparent_huge_pages; /* advise THP on superslabs */
 };
 HAK_INTERNAL void hak_os_configure(const struct hak_os_config *cfg);
+/* A tier above that keeps free memory of its own (the large tier's arenas)
+ * gives it back through fn when the kernel refuses a mapping, after this
+ * layer's caches: called without this layer's lock, it returns whether it
+ * gave anything back (then the mapping is tried once more). */
+HAK_INTERNAL void hak_os_set_reclaim(bool (*fn)(void));
 HAK_INTERNAL struct hak_os_config hak_os_default_config(void);
 
 /* Milliseconds of a monotonic clock, read without a system call (vDSO);

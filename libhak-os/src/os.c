@@ -55,6 +55,11 @@ static size_t huge_bytes;
 static uint64_t next_purge_ms = UINT64_MAX;
 
 static unsigned fail_mappings; /* test hook */
+static bool (*reclaim)(void); /* hak_os_set_reclaim */
+
+void hak_os_set_reclaim(bool (*fn)(void)) {
+  __atomic_store_n(&reclaim, fn, __ATOMIC_RELEASE);
+}
 
 struct hak_os_config hak_os_default_config(void) {
   return config;
@@ -263,6 +268,18 @@ static void *map_aligned(size_t size) {
    * the program's to have back before it is told there is no memory. */
   if (!p && release_caches_locked())
     p = sys_mmap(over);
+  bool (*fn)(void) = __atomic_load_n(&reclaim, __ATOMIC_ACQUIRE);
+  if (!p && fn) {
+    /* The tier's free memory comes back through this layer, whose lock it
+     * takes: dropped meanwhile (nothing is half done here). */
+    pthread_mutex_unlock(&os_lock);
+    bool any = fn();
+    pthread_mutex_lock(&os_lock);
+    if (any) {
+      release_caches_locked();
+      p = sys_mmap(over);
+    }
+  }
   if (!p)
     return NULL;
   uintptr_t a =
