@@ -47,8 +47,8 @@
 #include "bench_harness.h"
 
 #include <inttypes.h>
-#include <stdbool.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -82,10 +82,20 @@ static uint64_t parse_size(const char *s, const char *what) {
     bench_die("%s: bad size '%s'", what, s);
   uint64_t mul = 1;
   switch (s[n - 1]) {
-  case 'k': case 'K': mul = 1ull << 10; break;
-  case 'm': case 'M': mul = 1ull << 20; break;
-  case 'g': case 'G': mul = 1ull << 30; break;
-  default: break;
+  case 'k':
+  case 'K':
+    mul = 1ull << 10;
+    break;
+  case 'm':
+  case 'M':
+    mul = 1ull << 20;
+    break;
+  case 'g':
+  case 'G':
+    mul = 1ull << 30;
+    break;
+  default:
+    break;
   }
   memcpy(buf, s, n + 1);
   if (mul != 1)
@@ -281,9 +291,8 @@ static void mt_mode(uint64_t threads, uint64_t ops, uint64_t ws,
   double t0 = bench_now();
   for (uint64_t round = 0; round < rounds; round++) {
     for (uint64_t t = 0; t < threads; t++) {
-      w[t] = (struct worker){.seed = bench_next(&x),
-                             .ops = ops / rounds,
-                             .ws = ws};
+      w[t] = (struct worker){
+          .seed = bench_next(&x), .ops = ops / rounds, .ws = ws};
       if (pthread_create(&w[t].thread, NULL, worker_main, &w[t]))
         bench_die("pthread_create failed");
     }
@@ -349,10 +358,11 @@ static void aspace_child(size_t size, uint64_t limit, int fd) {
     n++;
   }
   char line[256];
-  int len = snprintf(line, sizeof line,
-                     "Aspace size=%zu vmsize_per_block=%zu blocks_under_limit=%" PRIu64
-                     " limit=%" PRIu64 " allocator=%s\n",
-                     size, per_block, n, limit, BENCH_ALLOC_NAME);
+  int len = snprintf(
+      line, sizeof line,
+      "Aspace size=%zu vmsize_per_block=%zu blocks_under_limit=%" PRIu64
+      " limit=%" PRIu64 " allocator=%s\n",
+      size, per_block, n, limit, BENCH_ALLOC_NAME);
   if (write(fd, line, (size_t)len) != len)
     _exit(5);
   _exit(0);

@@ -8,27 +8,28 @@
  * so tiny and mid superslabs that kept their pages serve big blocks too)
  * and hold several blocks up to 4 MiB - 4 KiB, opened by blocks whose size
  * packs them well; other blocks get an arena of their own size, so that a
- * block reserves about its own size of address space.  Free spans are split for any later block that fits,
- * and adjacent free spans join, so freed memory serves requests of other
- * sizes with the pages it already has: writing a resident page costs
- * nothing, writing a fresh one a page fault.  Every span boundary and state
- * is a bit in the header's bitmaps (no per-block header in the block's
- * pages: a decommitted span stays untouched), and so is whether each page
- * may be non-zero (dirty), which calloc and the purge read.
+ * block reserves about its own size of address space.  Free spans are split for
+ * any later block that fits, and adjacent free spans join, so freed memory
+ * serves requests of other sizes with the pages it already has: writing a
+ * resident page costs nothing, writing a fresh one a page fault.  Every span
+ * boundary and state is a bit in the header's bitmaps (no per-block header in
+ * the block's pages: a decommitted span stays untouched), and so is whether
+ * each page may be non-zero (dirty), which calloc and the purge read.
  *
  * A request that no free span fits grows a wholly free arena (mremap) or
  * maps a new one, and fills what has no resident pages with resident free
  * pages of other arenas, moved by mremap (gather).
  *
- * Retention: free pages keep their contents for arena_delay() (the purge
- * delay scaled by the arena's size) after the last free into their arena,
- * and the dirty free pages of all arenas are bounded by retain_limit() (a
- * floor plus half the peak of the live bytes, at most HAKMEM_HUGE_CACHE_MB);
- * past either, the pages are decommitted, and an arena left wholly free goes
- * back to libhak-os (a standard one to its superslab cache, decommitted; a
- * big one unmapped).  When the kernel refuses a mapping, to this tier or
- * any other (hak_os_set_reclaim), the wholly free arenas go back first.  One lock guards the tier: a
- * big block costs at least a fault-free memset of 256 KiB, which dwarfs it.
+ * Retention: free pages keep their contents for arena_delay() (100 purge
+ * delays) after the last free into their arena, and the dirty free pages
+ * of all arenas are bounded by retain_limit() (32 MiB plus half the peak of
+ * the live bytes, at most HAKMEM_HUGE_CACHE_MB); past either, the pages are
+ * decommitted, and an arena left wholly free goes back to libhak-os (a
+ * standard one to its superslab cache, decommitted; a big one unmapped).
+ * When the kernel refuses a mapping, to this tier or any other
+ * (hak_os_set_reclaim), the wholly free arenas go back first.  One lock
+ * guards the tier: a big block costs at least a fault-free memset of
+ * 256 KiB, which dwarfs it.
  *
  * free finds the arena from the region map: the unit of a block's address
  * is the arena's first (HAK_REGION_LARGE, header at its start) or a later
@@ -49,16 +50,16 @@
 #define ALIGN_LIMIT ((size_t)1 << 36)
 #define SIZE_LIMIT ((size_t)1 << 46) /* more than the address space */
 /* The retention bound's floor (bytes of dirty free pages always allowed). */
-#define RETAIN_FLOOR ((size_t)64 << 20)
+#define RETAIN_FLOOR ((size_t)32 << 20)
 /* realloc moves pages with mremap from this size on, copies below. */
 #define MOVE_MIN ((size_t)1 << 20)
 
 struct arena {
-  struct hak_region region; /* size = bytes mapped */
+  struct hak_region region;    /* size = bytes mapped */
   struct arena *next, *prev;   /* arenas with free pages */
   struct arena *dnext, *dprev; /* arenas with dirty free pages, by freed_ms */
   bool in_free_list, in_dirty_list;
-  bool standard; /* one superslab from libhak-os's superslab cache */
+  bool standard;     /* one superslab from libhak-os's superslab cache */
   uint64_t freed_ms; /* the last free into this arena */
   size_t pages;      /* mapped pages, the header's included */
   size_t first;      /* pages of the header: spans start here */
@@ -74,8 +75,8 @@ struct arena {
 enum { START, USED, DIRTY, GUARD };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct arena *with_free;                /* arenas with free pages */
-static struct arena *dirty_head, *dirty_tail;  /* oldest free first */
+static struct arena *with_free;               /* arenas with free pages */
+static struct arena *dirty_head, *dirty_tail; /* oldest free first */
 static size_t dirty_bytes, live_bytes, peak_live_bytes;
 static uint64_t next_due_ms = UINT64_MAX; /* earliest an arena's delay ends */
 
@@ -227,9 +228,10 @@ static void set_units(struct arena *a, bool on) {
   if (on)
     hak_os_set_kind(a, HAK_REGION_LARGE);
   for (size_t u = 1; u < units; u++)
-    __atomic_store_n(&hak_os_region_map[((uintptr_t)a >> HAK_SUPERSLAB_SHIFT) + u],
-                     (uint8_t)(on ? HAK_REGION_LARGE_TAIL : HAK_REGION_NONE),
-                     __ATOMIC_RELEASE);
+    __atomic_store_n(
+        &hak_os_region_map[((uintptr_t)a >> HAK_SUPERSLAB_SHIFT) + u],
+        (uint8_t)(on ? HAK_REGION_LARGE_TAIL : HAK_REGION_NONE),
+        __ATOMIC_RELEASE);
 }
 
 /* Sets up the header of a mapping of `pages` pages whose first `dirty`
@@ -330,20 +332,19 @@ static void purge_oldest(void) {
 }
 
 /* How long an arena's free pages are kept after the last free into it:
- * the purge delay per MiB of arena, from 16 to 100 times the delay.  A
- * program that writes a block whole between two calls spends time in
- * proportion to its size, and a flat 10 ms would give a big block's pages
- * back before the program came back for them, on a loaded machine before
- * each reuse: then every iteration faults every page, takes longer still,
- * and nothing is ever reused (the vicious circle the big-block benchmark
- * showed).  A free span of a standard arena waits for a block small enough
- * to take it, which with random sizes takes tens of blocks.  So with the
- * default 10 ms, a standard arena keeps its free pages 160 ms, a 25 MiB one
- * 250 ms, none more than a second. */
+ * 100 purge delays (a second by default).  A program that writes a block
+ * whole between two calls spends time in proportion to its size, and with
+ * the tiers' 10 ms a loaded machine gave every freed block back before the
+ * program came back for it: then each iteration faults every page, takes
+ * longer still, and nothing is ever reused (the vicious circle the big-block
+ * benchmark showed, 2337 faults per 15 MiB block).  A free span also waits
+ * for a request small enough to take it, which with random sizes takes tens
+ * of requests.  The bound (retain_limit) is what keeps memory in check
+ * meanwhile. */
+#define DELAY_FACTOR 100
 static uint64_t arena_delay(const struct arena *a) {
-  size_t mib = a->region.size >> 20;
-  return (uint64_t)hak_config.purge_delay_ms *
-         (mib < 16 ? 16 : mib > 100 ? 100 : mib);
+  (void)a;
+  return (uint64_t)hak_config.purge_delay_ms * DELAY_FACTOR;
 }
 
 /* What outlived its delay is given back (a scan of the arenas with dirty
@@ -475,7 +476,8 @@ static void collect_dirty(struct arena *a, size_t s, size_t n,
     while (k < e && bit(dirty, k))
       k++;
     if (z->n == ZERO_RUNS) {
-      z->run[ZERO_RUNS - 1].len = (size_t)(page_addr(a, e) - z->run[ZERO_RUNS - 1].p);
+      z->run[ZERO_RUNS - 1].len =
+          (size_t)(page_addr(a, e) - z->run[ZERO_RUNS - 1].p);
       return;
     }
     z->run[z->n].p = page_addr(a, j);
@@ -574,12 +576,22 @@ static struct arena *arena_grow_free(size_t n, size_t *fresh) {
    * neighbours, then relink at the new one. */
   struct arena *dp = a->dprev, *dn = a->dnext, *fp = a->prev, *fn = a->next;
   if (a->in_dirty_list) {
-    if (dp) dp->dnext = a; else dirty_head = a;
-    if (dn) dn->dprev = a; else dirty_tail = a;
+    if (dp)
+      dp->dnext = a;
+    else
+      dirty_head = a;
+    if (dn)
+      dn->dprev = a;
+    else
+      dirty_tail = a;
   }
   if (a->in_free_list) {
-    if (fp) fp->next = a; else with_free = a;
-    if (fn) fn->prev = a;
+    if (fp)
+      fp->next = a;
+    else
+      with_free = a;
+    if (fn)
+      fn->prev = a;
   }
   /* The header grows with the arena: rebuild it as one free span whose
    * old pages stay dirty (the old header's pages are dirty too). */
@@ -604,9 +616,8 @@ static struct arena *arena_grow_free(size_t n, size_t *fresh) {
  * bigger block with the pages it has, and only the rest faults. */
 static void gather(struct arena *a, size_t at, size_t e) {
   unsigned moves = 0;
-  for (struct arena *src = dirty_head, *next; src && at + GATHER_MIN_PAGES <= e &&
-                                             moves < GATHER_MOVES;
-       src = next) {
+  for (struct arena *src = dirty_head, *next;
+       src && at + GATHER_MIN_PAGES <= e && moves < GATHER_MOVES; src = next) {
     next = src->dnext;
     if (src == a)
       continue;
@@ -621,7 +632,8 @@ static void gather(struct arena *a, size_t at, size_t e) {
             k++;
           size_t len = k - j < e - at ? k - j : e - at;
           if (len >= GATHER_MIN_PAGES && moves < GATHER_MOVES &&
-              hak_os_move_pages(page_addr(src, j), len * PAGE, page_addr(a, at))) {
+              hak_os_move_pages(page_addr(src, j), len * PAGE,
+                                page_addr(a, at))) {
             moves++;
             range_set(dirty, j, len, false);
             src->dirty_pages -= len;
@@ -678,8 +690,8 @@ static void *big_malloc(size_t size, size_t align, struct zero_runs *z) {
       return NULL;
     }
     if (fresh && align <= PAGE)
-      gather(a, fresh, a->first + n + guard < a->pages ? a->first + n + guard
-                                                        : a->pages);
+      gather(a, fresh,
+             a->first + n + guard < a->pages ? a->first + n + guard : a->pages);
     i = a->first;
     e = a->pages;
     s = fit(a, i, e, n + guard, align);
@@ -901,7 +913,8 @@ void *hak_large_realloc(void *p, size_t size) {
   return q;
 }
 
-/* ---- inspection and fork -------------------------------------------------- */
+/* ---- inspection and fork --------------------------------------------------
+ */
 
 struct hak_large_info hak_large_info(void) {
   pthread_mutex_lock(&lock);

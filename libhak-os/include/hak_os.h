@@ -36,11 +36,11 @@
  * header line of the block's superslab, and a checked free learns from the
  * same byte that the pointer is hakmem's. */
 enum hak_region_kind {
-  HAK_REGION_NONE = 0, /* not hakmem's */
-  HAK_REGION_CACHED,   /* mapped by hakmem, held in a cache, no tier's */
-  HAK_REGION_TINY,     /* slabs of the tiny front */
-  HAK_REGION_MID,      /* slabs of the mid tier */
-  HAK_REGION_LARGE,    /* the start of a big-block arena (its header) */
+  HAK_REGION_NONE = 0,   /* not hakmem's */
+  HAK_REGION_CACHED,     /* mapped by hakmem, held in a cache, no tier's */
+  HAK_REGION_TINY,       /* slabs of the tiny front */
+  HAK_REGION_MID,        /* slabs of the mid tier */
+  HAK_REGION_LARGE,      /* the start of a big-block arena (its header) */
   HAK_REGION_LARGE_TAIL, /* a later unit of a big-block arena: the header
                             is at the nearest LARGE unit below */
 };

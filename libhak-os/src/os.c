@@ -55,7 +55,7 @@ static size_t huge_bytes;
 static uint64_t next_purge_ms = UINT64_MAX;
 
 static unsigned fail_mappings; /* test hook */
-static bool (*reclaim)(void); /* hak_os_set_reclaim */
+static bool (*reclaim)(void);  /* hak_os_set_reclaim */
 
 void hak_os_set_reclaim(bool (*fn)(void)) {
   __atomic_store_n(&reclaim, fn, __ATOMIC_RELEASE);
@@ -614,8 +614,9 @@ bool hak_os_move_pages(void *from, size_t n, void *to) {
   /* The hole the move left is mapped again (fresh pages, which read as
    * zero); if even that is refused, the pages go back where they were. */
   HAK_STAT_SYS(SYS_MMAP, 1);
-  void *p = mmap(from, n, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  void *p =
+      mmap(from, n, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
   if (p == MAP_FAILED) {
     HAK_STAT_SYS(SYS_MREMAP, 1);
     if (mremap(to, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, from) == MAP_FAILED)

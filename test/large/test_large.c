@@ -69,7 +69,8 @@ static int all_zero(const unsigned char *p, size_t n) {
   return 1;
 }
 
-/* ---- reuse across sizes --------------------------------------------------- */
+/* ---- reuse across sizes ---------------------------------------------------
+ */
 
 struct live {
   unsigned char *p;
@@ -80,7 +81,8 @@ struct live {
 static void assert_disjoint(const struct live *b, size_t n) {
   for (size_t i = 0; i < n; i++)
     for (size_t j = i + 1; j < n; j++)
-      if (b[i].p && b[j].p && b[i].p < b[j].p + b[j].n && b[j].p < b[i].p + b[i].n)
+      if (b[i].p && b[j].p && b[i].p < b[j].p + b[j].n &&
+          b[j].p < b[i].p + b[i].n)
         fail_msg("blocks %p (%zu) and %p (%zu) overlap", (void *)b[i].p, b[i].n,
                  (void *)b[j].p, b[j].n);
 }
@@ -151,7 +153,7 @@ static void test_split_and_join(void **state) {
 static void test_calloc_of_reused_pages(void **state) {
   (void)state;
   set_delay(NEVER);
-  static const size_t sizes[] = {300 * KiB, MiB + 5, 3 * MiB, 5 * MiB,
+  static const size_t sizes[] = {300 * KiB,   MiB + 5,     3 * MiB, 5 * MiB,
                                  8 * MiB - 3, MID_MAX + 1, 12 * MiB};
   for (int pass = 0; pass < 2; pass++) {
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -174,7 +176,8 @@ static void test_calloc_of_reused_pages(void **state) {
   set_delay(NEVER);
 }
 
-/* ---- realloc -------------------------------------------------------------- */
+/* ---- realloc --------------------------------------------------------------
+ */
 
 static void test_realloc_in_place(void **state) {
   (void)state;
@@ -282,7 +285,8 @@ static void test_realloc_chain(void **state) {
     hak_free(others[k]);
 }
 
-/* ---- alignment -------------------------------------------------------------- */
+/* ---- alignment --------------------------------------------------------------
+ */
 
 static void test_alignment(void **state) {
   (void)state;
@@ -337,7 +341,8 @@ static void test_absurd_alignment(void **state) {
   }
 }
 
-/* ---- address space ----------------------------------------------------------- */
+/* ---- address space
+ * ----------------------------------------------------------- */
 
 static const size_t as_sizes[] = {300000, MiB, 2 * MiB};
 
@@ -392,7 +397,8 @@ static void test_address_space_per_block(void **state) {
   }
 }
 
-/* ---- returning memory ---------------------------------------------------------- */
+/* ---- returning memory
+ * ---------------------------------------------------------- */
 
 static void test_memory_returned(void **state) {
   (void)state;
@@ -460,7 +466,8 @@ static void test_retention_bound(void **state) {
   }
 }
 
-/* ---- threads --------------------------------------------------------------- */
+/* ---- threads ---------------------------------------------------------------
+ */
 
 enum { THREADS = 4, PER_THREAD = 150 };
 static struct live handed[THREADS][PER_THREAD];
@@ -496,7 +503,8 @@ static void *consumer(void *arg) {
     if (i % 3 == 0) {
       size_t m = n / 2 + MID_MAX + 1;
       p = hak_realloc(p, m);
-      if (!p || pattern_mismatch_sparse(p, m < n ? m : n, seed) != (m < n ? m : n))
+      if (!p ||
+          pattern_mismatch_sparse(p, m < n ? m : n, seed) != (m < n ? m : n))
         return (void *)3;
     }
     hak_free(p);
@@ -510,8 +518,10 @@ static void test_threads_free_each_others_blocks(void **state) {
   memset(handed, 0, sizeof handed);
   pthread_t p[THREADS], c[THREADS];
   for (int t = 0; t < THREADS; t++) {
-    assert_int_equal(pthread_create(&p[t], NULL, producer, (void *)(intptr_t)t), 0);
-    assert_int_equal(pthread_create(&c[t], NULL, consumer, (void *)(intptr_t)t), 0);
+    assert_int_equal(pthread_create(&p[t], NULL, producer, (void *)(intptr_t)t),
+                     0);
+    assert_int_equal(pthread_create(&c[t], NULL, consumer, (void *)(intptr_t)t),
+                     0);
   }
   for (int t = 0; t < THREADS; t++) {
     void *r;
