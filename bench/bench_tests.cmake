@@ -99,8 +99,19 @@ endif()
 list(JOIN script_allocators "," script_allocators)
 bench_smoke(run_compare CHECK --min-results 0 --expect "^targets" --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
-            --workload all --runs 2 --scale 0.002 --allocators ${script_allocators}
+            --workload all --skip big --runs 2 --scale 0.002 --allocators ${script_allocators}
             ${this_tree} --out ${bench_smoke_dir}/compare)
+# The big-block rows write hundreds of MiB even at the smallest scale: one
+# run, two allocators.
+set(big_allocators hakmem-${HAKMEM_VARIANT})
+if(NOT HAKMEM_SANITIZE)
+  list(APPEND big_allocators preload-glibc)
+endif()
+list(JOIN big_allocators "," big_allocators)
+bench_smoke(run_compare_big CHECK --min-results 0 --expect "flt/op" --expect "^written: "
+            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
+            --workload big --runs 1 --scale 0.002 --allocators ${big_allocators}
+            ${this_tree} --out ${bench_smoke_dir}/compare_big)
 if(HAKMEM_VARIANT STREQUAL "observe")
   bench_smoke(run_compare_observe CHECK --min-results 0 --expect "^per-class hits"
               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
@@ -115,3 +126,40 @@ bench_smoke(run_soak CHECK --min-results 0 --expect "drift" --expect "^written: 
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_soak
             --duration 1.5 --interval 0.25 --allocators hakmem-${HAKMEM_VARIANT}
             ${this_tree} --out ${bench_smoke_dir}/soak)
+
+# The big-block programs: one short run of each mode per allocator, and the
+# peers through LD_PRELOAD of the plain binary where they are installed.
+foreach(alloc IN LISTS BENCH_ALLOCATORS)
+  if(alloc STREQUAL "hakmem")
+    set(name hakmem-${HAKMEM_VARIANT})
+  else()
+    set(name ${alloc})
+  endif()
+  bench_smoke(big_blocks_${alloc} CHECK --require allocator=${name} --require live=4
+              --expect "minflt=[0-9]+"
+              COMMAND $<TARGET_FILE:bench_big_${alloc}> blocks 256K 5M 4 50)
+  # Not under a sanitizer: its runtime maps its own memory, which a lowered
+  # RLIMIT_AS refuses ("Failed to mmap").
+  if(NOT HAKMEM_SANITIZE)
+    bench_smoke(big_aspace_${alloc} CHECK --min-results 0
+                --expect "^Aspace size=2097152 vmsize_per_block=[0-9]+ blocks_under_limit=[0-9]+"
+                COMMAND $<TARGET_FILE:bench_big_${alloc}> aspace)
+  endif()
+  bench_smoke(big_mt_${alloc} CHECK --require allocator=${name} --require threads=3
+              COMMAND $<TARGET_FILE:bench_big_${alloc}> mt 3 6000 100 3)
+endforeach()
+if(NOT HAKMEM_SANITIZE)
+  foreach(peer libtcmalloc_minimal.so.4 libjemalloc.so.2)
+    find_file(BENCH_BIG_${peer}_PATH ${peer} PATHS /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib
+              NO_DEFAULT_PATH)
+    if(BENCH_BIG_${peer}_PATH)
+      string(REGEX REPLACE "^lib([a-z_]+)\\..*" "\\1" peer_name ${peer})
+      bench_smoke(preload_big_${peer_name} CHECK --expect "preload=${peer}"
+                  --env LD_PRELOAD=${BENCH_BIG_${peer}_PATH}
+                  COMMAND $<TARGET_FILE:bench_big_libc> blocks 1M 4M 4 50)
+    endif()
+  endforeach()
+  bench_smoke(preload_big_hakmem CHECK --expect "preload=libhakmem"
+              --env LD_PRELOAD=$<TARGET_FILE:hakmem_shared>
+              COMMAND $<TARGET_FILE:bench_big_libc> mt 3 6000 100 3)
+endif()

@@ -15,8 +15,8 @@ RESULT_RE = re.compile(r"^Throughput = ([0-9]+(?:\.[0-9]+)?) ops/s(?: (.*))?$")
 
 # Fields that name a measurement (what was run), as opposed to what was
 # measured or how big the run was.
-KEY_FIELDS = ("size", "batch", "align", "growth", "max", "memory", "threads",
-              "remote_pct")
+KEY_FIELDS = ("size", "batch", "align", "growth", "min", "max", "live",
+              "memory", "threads", "remote_pct")
 
 
 def parse_fields(text):
@@ -56,7 +56,9 @@ def measurement_key(result, workload):
     """What a result measured, e.g. 'sizes size=64 batch=1' or 'mixed':
     the workload and the fields that tell its measurements apart."""
     workload = result.get("workload", workload)
-    # max tells realloc's chains apart; elsewhere it is a fixed parameter.
+    # max tells realloc's chains apart, min and max the big-block rows;
+    # elsewhere they are fixed parameters.
+    ranged = {"realloc": ("max",), "big": ("min", "max")}.get(workload, ())
     parts = [workload] + ["%s=%s" % (k, result[k]) for k in KEY_FIELDS
-                          if k in result and (k != "max" or workload == "realloc")]
+                          if k in result and (k not in ("min", "max") or k in ranged)]
     return " ".join(parts)

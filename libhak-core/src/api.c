@@ -58,10 +58,14 @@ static void init_once_body(void) {
   struct hak_os_config os = hak_os_default_config();
   os.superslab_cache = hak_config.superslab_cache;
   os.superslab_reserve = hak_config.superslab_reserve;
-  os.huge_cache_bytes = hak_config.huge_cache_mb << 20;
+  /* Freed big blocks stay in the large tier's arenas, which split and join
+   * them (HAKMEM_HUGE_CACHE_MB bounds what it keeps); a second cache of
+   * whole regions below it would only hold memory twice as long. */
+  os.huge_cache_bytes = 0;
   os.purge_delay_ms = hak_config.purge_delay_ms;
   os.transparent_huge_pages = hak_config.thp;
   hak_os_configure(&os);
+  hak_os_set_reclaim(hak_large_reclaim); /* free arenas, when memory runs out */
   struct hak_tiny_config tiny = {.dirty_slab_limit =
                                      hak_config.tiny_dirty_slabs,
                                  .purge_delay_ms = hak_config.purge_delay_ms,
@@ -153,10 +157,6 @@ static inline __attribute__((always_inline)) void *malloc_impl(size_t size) {
 static HAK_COLD void free_other(void *p, enum hak_region_kind kind) {
   if (p == NULL)
     return;
-  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0) { /* only over-aligned blocks */
-    hak_large_free(p);
-    return;
-  }
   switch (kind) {
   case HAK_REGION_TINY:
     hak_tiny_free(p);
@@ -166,7 +166,7 @@ static HAK_COLD void free_other(void *p, enum hak_region_kind kind) {
     hak_mid_free(p);
     return;
   case HAK_REGION_LARGE:
-  case HAK_REGION_HUGE:
+  case HAK_REGION_LARGE_TAIL:
     hak_large_free(p);
     return;
   case HAK_REGION_NONE:
@@ -196,16 +196,14 @@ static inline __attribute__((always_inline)) void free_impl(void *p) {
 /* ---- sizes --------------------------------------------------------------- */
 
 static size_t usable_size(const void *p, const char *func) {
-  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
-    return hak_large_usable_size(p);
   switch (kind_of(p)) {
   case HAK_REGION_TINY:
     return hak_tiny_usable_size(p);
   case HAK_REGION_MID:
     return hak_mid_usable_size(p);
   case HAK_REGION_LARGE:
-  case HAK_REGION_HUGE:
-    return hak_large_usable_size(p);
+  case HAK_REGION_LARGE_TAIL:
+    return hak_large_usable_size(p, func);
   case HAK_REGION_NONE:
     hak_misuse(func, "invalid pointer (not from hakmem)", p);
   default:
@@ -257,15 +255,18 @@ static void *realloc_impl(void *p, size_t size) {
   }
   size_t old = usable_size(p, "realloc");
   enum hak_region_kind kind = hak_os_kind_of(p);
-  bool large = ((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0 ||
-               kind == HAK_REGION_LARGE || kind == HAK_REGION_HUGE;
+  bool large = kind == HAK_REGION_LARGE || kind == HAK_REGION_LARGE_TAIL;
   if (large) {
-    /* Keep the block if it is still at least half used; grow in place where
-     * the region allows. */
-    if (size > HAK_MID_MAX && (size > old || size >= old / 2) &&
-        hak_large_resize(p, size)) {
-      VG_RESIZE(p, old, hak_large_usable_size(p));
-      return p;
+    if (size > HAK_MID_MAX) {
+      /* In place, or pages moved rather than copied (large.c). */
+      void *q = hak_large_realloc(p, size);
+      if (q == p) {
+        VG_RESIZE(p, old, hak_large_usable_size(p, "realloc"));
+      } else if (q) {
+        VG_FREE(p);
+        VG_ALLOC(q, 0);
+      }
+      return q;
     }
   } else if (size <= old && size > old / 2) {
     return p; /* still fits its class and is not mostly wasted */

@@ -98,17 +98,35 @@ HAK_INTERNAL void hak_mid_fork_prepare(void);
 HAK_INTERNAL void hak_mid_fork_parent(void);
 
 /* ---- large tier (large.c): above the mid tier ------------------------- */
-/* *zeroed tells whether the block is known to be all zero bytes. */
+/* *zeroed tells whether the block is known to be all zero bytes.  An
+ * alignment of 2^36 or more is refused (ENOMEM) without reserving. */
 HAK_INTERNAL void *hak_large_malloc(size_t size, size_t align, bool *zeroed);
-/* calloc's large block: clears only the bytes that may be non-zero. */
+/* calloc's large block: clears only the pages that may be non-zero. */
 HAK_INTERNAL void *hak_large_calloc(size_t size);
 HAK_INTERNAL void hak_large_free(void *p);
-HAK_INTERNAL size_t hak_large_usable_size(const void *p);
-/* Resizes in place; false when the block must move. */
-HAK_INTERNAL bool hak_large_resize(void *p, size_t size);
-/* Blocks aligned to HAK_SUPERSLAB_SIZE or more sit at a superslab boundary,
- * where no header can be; they are kept in a table instead. */
-HAK_INTERNAL bool hak_large_is_overaligned(const void *p);
+/* Misuse (a pointer that is not a live block) is reported as func's. */
+HAK_INTERNAL size_t hak_large_usable_size(const void *p, const char *func);
+/* realloc of a big block to size > HAK_MID_MAX: in place where the
+ * neighbouring pages are free, else by moving pages (mremap) or copying;
+ * NULL (errno ENOMEM) leaves p as it was. */
+HAK_INTERNAL void *hak_large_realloc(void *p, size_t size);
+/* Occupancy, for tests: arenas with free pages and with dirty free pages,
+ * bytes of dirty free pages (retained), of live blocks, and the bound on
+ * the retained bytes in force. */
+struct hak_large_info {
+  unsigned arenas_with_free, arenas_dirty;
+  size_t dirty_bytes, live_bytes, retain_limit;
+};
+HAK_INTERNAL struct hak_large_info hak_large_info(void);
+/* Gives back what the purge delay or the bound says must go (every entry
+ * into the tier does it; tests call it directly). */
+HAK_INTERNAL void hak_large_purge(void);
+/* Gives back every arena that holds no live block (tests; the tier does it
+ * itself when the kernel refuses a mapping). */
+HAK_INTERNAL void hak_large_release(void);
+/* The same when libhak-os runs out (its reclaim hook); false if the tier
+ * was busy or had nothing to give. */
+HAK_INTERNAL bool hak_large_reclaim(void);
 HAK_INTERNAL void hak_large_fork_prepare(void);
 HAK_INTERNAL void hak_large_fork_parent(void);
 

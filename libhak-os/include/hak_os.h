@@ -36,12 +36,13 @@
  * header line of the block's superslab, and a checked free learns from the
  * same byte that the pointer is hakmem's. */
 enum hak_region_kind {
-  HAK_REGION_NONE = 0, /* not hakmem's */
-  HAK_REGION_CACHED,   /* mapped by hakmem, held in a cache, no tier's */
-  HAK_REGION_TINY,     /* slabs of the tiny front */
-  HAK_REGION_MID,      /* slabs of the mid tier */
-  HAK_REGION_LARGE,    /* one large block in a superslab */
-  HAK_REGION_HUGE,     /* one block in a huge region */
+  HAK_REGION_NONE = 0,   /* not hakmem's */
+  HAK_REGION_CACHED,     /* mapped by hakmem, held in a cache, no tier's */
+  HAK_REGION_TINY,       /* slabs of the tiny front */
+  HAK_REGION_MID,        /* slabs of the mid tier */
+  HAK_REGION_LARGE,      /* the start of a big-block arena (its header) */
+  HAK_REGION_LARGE_TAIL, /* a later unit of a big-block arena: the header
+                            is at the nearest LARGE unit below */
 };
 
 /* The header every region starts with; tiers extend it (first member). */
@@ -78,6 +79,17 @@ HAK_INTERNAL void hak_os_huge_free(void *base, size_t mapped);
 /* Grows or shrinks a huge region where it stands; false if it cannot. */
 HAK_INTERNAL bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
                                      size_t *new_mapped);
+/* Grows a huge region to new_size by moving it (mremap): its pages go to a
+ * new place aligned to HAK_SUPERSLAB_SIZE, resident ones stay resident and
+ * keep their contents, nothing is copied; the old range is gone.  Returns
+ * the new base, or NULL (errno ENOMEM) with the region untouched. */
+HAK_INTERNAL void *hak_os_huge_move(void *base, size_t mapped, size_t new_size,
+                                    size_t *new_mapped);
+/* Moves the pages of [from, from + n) to [to, to + n), both inside regions
+ * hakmem has mapped (mremap): what was at `to` is replaced, and `from` reads
+ * as zero after (fresh pages mapped there again).  Page-aligned; false with
+ * nothing changed if the kernel refuses. */
+HAK_INTERNAL bool hak_os_move_pages(void *from, size_t n, void *to);
 
 /* Gives the pages of [p, p + n) back to the kernel; they read as zero after
  * and are committed again by the next write.  p and n page-aligned. */
@@ -144,6 +156,11 @@ struct hak_os_config {
   bool transparent_huge_pages; /* advise THP on superslabs */
 };
 HAK_INTERNAL void hak_os_configure(const struct hak_os_config *cfg);
+/* A tier above that keeps free memory of its own (the large tier's arenas)
+ * gives it back through fn when the kernel refuses a mapping, after this
+ * layer's caches: called without this layer's lock, it returns whether it
+ * gave anything back (then the mapping is tried once more). */
+HAK_INTERNAL void hak_os_set_reclaim(bool (*fn)(void));
 HAK_INTERNAL struct hak_os_config hak_os_default_config(void);
 
 /* Milliseconds of a monotonic clock, read without a system call (vDSO);

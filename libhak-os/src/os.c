@@ -55,6 +55,11 @@ static size_t huge_bytes;
 static uint64_t next_purge_ms = UINT64_MAX;
 
 static unsigned fail_mappings; /* test hook */
+static bool (*reclaim)(void);  /* hak_os_set_reclaim */
+
+void hak_os_set_reclaim(bool (*fn)(void)) {
+  __atomic_store_n(&reclaim, fn, __ATOMIC_RELEASE);
+}
 
 struct hak_os_config hak_os_default_config(void) {
   return config;
@@ -263,6 +268,18 @@ static void *map_aligned(size_t size) {
    * the program's to have back before it is told there is no memory. */
   if (!p && release_caches_locked())
     p = sys_mmap(over);
+  bool (*fn)(void) = __atomic_load_n(&reclaim, __ATOMIC_ACQUIRE);
+  if (!p && fn) {
+    /* The tier's free memory comes back through this layer, whose lock it
+     * takes: dropped meanwhile (nothing is half done here). */
+    pthread_mutex_unlock(&os_lock);
+    bool any = fn();
+    pthread_mutex_lock(&os_lock);
+    if (any) {
+      release_caches_locked();
+      p = sys_mmap(over);
+    }
+  }
   if (!p)
     return NULL;
   uintptr_t a =
@@ -561,6 +578,51 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
     return false;
   HAK_STAT_SYS(OS_BYTES_MAPPED, new_size - mapped);
   *new_mapped = new_size;
+  return true;
+}
+
+void *hak_os_huge_move(void *base, size_t mapped, size_t new_size,
+                       size_t *new_mapped) {
+  new_size = page_round(new_size);
+  if (new_size < mapped || new_size > ((size_t)1 << 46)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* An aligned reservation first (no pages), then the region's pages
+   * moved over its start: the kernel moves page tables, not bytes. */
+  pthread_mutex_lock(&os_lock);
+  char *to = map_aligned(new_size);
+  pthread_mutex_unlock(&os_lock);
+  if (!to)
+    return NULL;
+  HAK_STAT_SYS(SYS_MREMAP, 1);
+  void *p = mremap(base, mapped, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+  if (p == MAP_FAILED) {
+    unmap_region(to, new_size);
+    errno = ENOMEM;
+    return NULL;
+  }
+  map_set(base, HAK_REGION_NONE);
+  *new_mapped = new_size;
+  return to;
+}
+
+bool hak_os_move_pages(void *from, size_t n, void *to) {
+  HAK_STAT_SYS(SYS_MREMAP, 1);
+  if (mremap(from, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED)
+    return false;
+  /* The hole the move left is mapped again (fresh pages, which read as
+   * zero); if even that is refused, the pages go back where they were. */
+  HAK_STAT_SYS(SYS_MMAP, 1);
+  void *p =
+      mmap(from, n, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) {
+    HAK_STAT_SYS(SYS_MREMAP, 1);
+    if (mremap(to, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, from) == MAP_FAILED)
+      hak_os_abort(); /* a hole in a region: nothing safe is left to do */
+    return false;
+  }
   return true;
 }
 

@@ -194,8 +194,9 @@ static void test_realloc_each_transition(void **state) {
 
 static void test_realloc_large_grows_in_place(void **state) {
   (void)state;
-  /* A large block owns its whole superslab: growing it up to the end of the
-   * superslab is bookkeeping, and the block does not move. */
+  /* A large block grows into the free pages that follow it in its arena
+   * (a 300 KiB block here opens a standard arena, 4 MiB, with nothing
+   * after it): bookkeeping, and the block does not move. */
   size_t n = 300 * KiB;
   char *p = hak_malloc(n);
   assert_non_null(p);

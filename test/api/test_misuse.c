@@ -89,6 +89,11 @@ static void free_twice(void *p) {
 
 static void free_once(void *p) { hak_free(p); }
 
+static void free_then_realloc(void *p) {
+  hak_free(p);
+  (void)hak_realloc(p, 8 * MiB); /* p was freed: misuse of realloc */
+}
+
 static void realloc_zero_then_free(void *p) {
   if (hak_realloc(p, 0) != NULL)
     _exit(97);
@@ -231,6 +236,19 @@ static void test_double_free_large(void **state) {
   }
 }
 
+/* realloc of a freed big block names realloc, not the free it would make. */
+static void test_realloc_after_free_large(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const size_t sizes[] = {MID_MAX + 1, 2 * MiB, 6 * MiB};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    expect_abort(free_then_realloc, p, "realloc(): invalid pointer or double free", p);
+    hak_free(p);
+  }
+}
+
 static void test_realloc_zero_frees(void **state) {
   (void)state;
   REQUIRE_CHECKS();
@@ -364,6 +382,7 @@ int main(void) {
       cmocka_unit_test(test_audit_finds_write_after_free),
       cmocka_unit_test(test_double_free_mid),
       cmocka_unit_test(test_double_free_large),
+      cmocka_unit_test(test_realloc_after_free_large),
       cmocka_unit_test(test_realloc_zero_frees),
       cmocka_unit_test(test_interior_pointer_tiny),
       cmocka_unit_test(test_interior_pointer_mid_large),

@@ -72,7 +72,7 @@ static size_t random_align(void) {
     return (size_t)32 << rng_below(&rng, 8); /* 32 .. 4 KiB */
   if (r < 99)
     return (size_t)8 * KiB << rng_below(&rng, 8); /* 8 KiB .. 1 MiB */
-  return (size_t)4 * MiB; /* a superslab: kept in the over-aligned table */
+  return (size_t)4 * MiB; /* a superslab's alignment: the arena's slack */
 }
 
 static void check_new(unsigned i, char *p, size_t n, size_t align,

@@ -76,8 +76,8 @@ static void test_syscalls_counted(void **state) {
   (void)state;
   struct hak_stats_snapshot a, b;
   hak_stats_snapshot(&a);
-  /* Huge blocks larger than the huge cache keeps (512 MiB): each maps and
-   * unmaps. */
+  /* Blocks larger than the large tier keeps (32 MiB + half the peak of the
+   * live bytes, at most 512 MiB): each maps and unmaps. */
   for (int i = 0; i < 3; i++) {
     void *p = hak_malloc((size_t)600 << 20);
     assert_non_null(p);

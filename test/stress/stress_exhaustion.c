@@ -178,10 +178,12 @@ static unsigned fill_until_refused(unsigned from, size_fn sizes, uint64_t *rng,
 }
 
 /* Everything that needs memory the process no longer has refuses: the size
- * refused again, and blocks that need a new region.  Tiny, mid and large
+ * refused again, and blocks that need a new region.  Tiny and mid
  * exhaustion end when a superslab (4 MiB, mapped with 4 MiB of slack to
- * align it) cannot be mapped, so every region refuses; huge exhaustion ends
- * at a size S, and only regions of S or more surely refuse. */
+ * align it) cannot be mapped, so every region refuses; large and huge
+ * exhaustion end at a size S that no free pages of the large tier's arenas
+ * could hold, and only blocks of S or more surely refuse (a smaller one may
+ * still fit in what an arena has left). */
 static int check_refusals(size_t exhausted_size) {
   errno = 0;
   void *again = hak_malloc(exhausted_size);
@@ -189,7 +191,7 @@ static int check_refusals(size_t exhausted_size) {
     return child_fail(20, "malloc(%zu) again: %p, errno %d (not NULL, ENOMEM)",
                       exhausted_size, again, errno);
   size_t fresh[] = {MID_MAX + 1, SUPERSLAB - PAGE, 8 * MiB, 64 * MiB};
-  if (exhausted_size > SUPERSLAB - PAGE) {
+  if (exhausted_size > MID_MAX) {
     fresh[0] = fresh[1] = exhausted_size;
     fresh[2] = exhausted_size * 2;
   }
