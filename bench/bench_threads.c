@@ -37,8 +37,8 @@
  * (past every allocator's purge delay) and made a few allocator calls, as a
  * program that goes on would, twice: allocators that give memory back only
  * from their own calls get the chance to.  The fs-* shapes also print
- * shared_lines=<L>: the 64-byte lines that objects of two different
- * threads occupied during the run (0: no false sharing was possible).
+ * shared_lines=<L>: the 64-byte lines that objects of two different threads
+ * occupied while both threads were running (0: no false sharing).
  */
 #include "bench_alloc.h"
 #include "bench_harness.h"
@@ -493,7 +493,7 @@ static void xthread_run(void) {
  * allocator that hands a freed block to the freeing thread then gives the
  * worker memory on the line of another worker's object).  Every thread
  * records the lines its objects occupied; any line in two threads' records
- * is reported. */
+ * is reported: a line that two threads' live objects shared. */
 
 #define OBJECT_SIZE 8
 #define LINE_SET 4096 /* lines one thread may record (a power of two) */
@@ -505,6 +505,10 @@ struct fs {
   pthread_t thread;
 };
 static struct fs *fss;
+/* All workers record their lines between the two barriers: none has exited
+ * yet, so none of its memory can have passed to another thread, and the
+ * lines in two threads' records were used by both at the same time. */
+static pthread_barrier_t fs_start, fs_end;
 
 static void record_line(struct fs *w, uintptr_t line) {
   uint64_t key = line + 1;                          /* never 0 */
@@ -541,6 +545,7 @@ static void *fs_worker(void *arg) {
   struct fs *w = arg;
   if (w->given)
     bench_free(w->given);
+  pthread_barrier_wait(&fs_start);
   uintptr_t last = 0;
   uint64_t writes = opt.writes;
   for (uint64_t i = 0; i < opt.iters; i++) {
@@ -556,6 +561,7 @@ static void *fs_worker(void *arg) {
       *p += j;
     bench_free((void *)p);
   }
+  pthread_barrier_wait(&fs_end);
   return NULL;
 }
 
@@ -566,6 +572,8 @@ static const char *false_sharing(void) {
   memset(fss, 0, opt.threads * sizeof *fss);
   for (uint64_t t = 0; t < opt.threads; t++)
     fss[t].line = xcalloc(LINE_SET, sizeof(uint64_t));
+  pthread_barrier_init(&fs_start, NULL, (unsigned)opt.threads);
+  pthread_barrier_init(&fs_end, NULL, (unsigned)opt.threads);
   return NULL;
 }
 
@@ -597,6 +605,8 @@ static void false_sharing_run(void) {
   for (uint64_t t = 0; t < opt.threads; t++)
     free(fss[t].line);
   free(fss);
+  pthread_barrier_destroy(&fs_start);
+  pthread_barrier_destroy(&fs_end);
   ops_total = opt.threads * opt.iters;
   snprintf(fs_fields, sizeof fs_fields,
            "shared_lines=%" PRIu64 " lines_unrecorded=%" PRIu64

@@ -12,9 +12,10 @@ Allocator names used by every script:
   libc, mimalloc      <base tree>/bench/<program>_libc, _mimalloc
   preload-hakmem      <base tree>/bench/<program>_libc with LD_PRELOAD of the
                       fast tree's libhakmem.so (the base tree's if no fast)
-  preload-mimalloc, preload-tcmalloc
+  preload-mimalloc, preload-tcmalloc, preload-jemalloc
                       the same plain binary with LD_PRELOAD of the system's
-                      libmimalloc.so.2 / libtcmalloc_minimal.so.4
+                      libmimalloc.so.2 / libtcmalloc_minimal.so.4 /
+                      libjemalloc.so.2
   preload-glibc       the same plain binary, nothing preloaded
 """
 
@@ -29,11 +30,12 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("fast", "standard", "observe")
 ALLOCATORS = ("hakmem-fast", "hakmem-standard", "hakmem-observe", "libc",
               "mimalloc", "preload-hakmem", "preload-mimalloc",
-              "preload-tcmalloc", "preload-glibc")
+              "preload-tcmalloc", "preload-jemalloc", "preload-glibc")
 # Shared libraries of the peers, and the Debian package that provides each.
 PEER_LIBS = {
     "mimalloc": ("libmimalloc.so.2", "libmimalloc2.0 (libmimalloc-dev)"),
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc2"),
 }
 LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib",
             "/usr/local/lib", "/lib/x86_64-linux-gnu")
