@@ -53,6 +53,7 @@
 #define CACHE_LINE 64
 #define RING_SIZE 1024 /* entries of a producer/consumer queue */
 #define DRAIN_EVERY 32 /* xthread: ops between two looks at the inbox */
+#define INBOX_LIMIT 512 /* xthread: blocks an inbox may hold */
 #define STACK_SIZE (256 * 1024)
 
 /* ---- options ------------------------------------------------------------ */
@@ -385,10 +386,15 @@ static void server_run(void) {
  * op empties a slot, with probability REMOTE_PCT % the block goes to a
  * random other thread's inbox (a lock-free stack linked through the blocks
  * themselves) instead of being freed; each thread frees what its inbox
- * holds every DRAIN_EVERY ops. */
+ * holds every DRAIN_EVERY ops.  An inbox holds at most INBOX_LIMIT blocks:
+ * a sender facing a full one frees its own inbox and yields until there is
+ * room, as a program's queues push back; without that, a receiver that is
+ * not scheduled lets the others pile up blocks, and peak RSS measures the
+ * scheduler. */
 
 struct xt {
   alignas(CACHE_LINE) _Atomic(void *) inbox;
+  _Atomic uint64_t queued; /* about how many blocks the inbox holds */
   alignas(CACHE_LINE) uint64_t seed, sent, ops;
   pthread_t thread;
 };
@@ -406,6 +412,7 @@ static inline uint64_t xt_drain(struct xt *w) {
     p = next;
     n++;
   }
+  atomic_fetch_sub_explicit(&w->queued, n, memory_order_relaxed);
   return n;
 }
 
@@ -425,11 +432,17 @@ static void *xthread_worker(void *arg) {
         /* A second draw picks the receiver among the others. */
         uint64_t u = bench_below((uint32_t)bench_next(&x), T - 1);
         struct xt *to = &xts[u >= t ? u + 1 : u];
+        while (atomic_load_explicit(&to->queued, memory_order_relaxed) >=
+               INBOX_LIMIT) {
+          ops += xt_drain(w);
+          sched_yield();
+        }
         void *head = atomic_load_explicit(&to->inbox, memory_order_relaxed);
         do
           *(void **)p = head;
         while (!atomic_compare_exchange_weak_explicit(
             &to->inbox, &head, p, memory_order_release, memory_order_relaxed));
+        atomic_fetch_add_explicit(&to->queued, 1, memory_order_relaxed);
         sent++;
       } else {
         bench_free(p);
