@@ -121,8 +121,17 @@ endif()
 list(JOIN script_allocators "," script_allocators)
 bench_smoke(run_compare CHECK --min-results 0 --expect "^targets" --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
-            --workload all --runs 2 --scale 0.002 --wait-ms 20 --allocators ${script_allocators}
-            ${this_tree} --out ${bench_smoke_dir}/compare)
+            --workload mixed,mt,sizes,realloc,calloc,aligned,mid,large --runs 2 --scale 0.002
+            --allocators ${script_allocators} ${this_tree} --out ${bench_smoke_dir}/compare)
+# The thread shapes (22 runs each time): once, two allocators, so that the
+# sanitizer build stays within the time limit; every allocator runs each
+# shape in the threads_* tests above.
+bench_smoke(run_compare_threads CHECK --min-results 0 --expect "^targets" --expect "^written: "
+            --expect "fs-active threads=1"
+            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
+            --workload prodcons,server,xthread,fs-active,fs-passive,churn --runs 1 --scale 0.002
+            --wait-ms 10 --allocators hakmem-${HAKMEM_VARIANT},libc ${this_tree}
+            --out ${bench_smoke_dir}/compare-threads)
 if(HAKMEM_VARIANT STREQUAL "observe")
   bench_smoke(run_compare_observe CHECK --min-results 0 --expect "^per-class hits"
               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
