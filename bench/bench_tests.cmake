@@ -48,6 +48,23 @@ foreach(alloc IN LISTS BENCH_ALLOCATORS)
               COMMAND $<TARGET_FILE:bench_workloads_${alloc}> mid 20000)
   bench_smoke(workloads_large_${alloc} CHECK ${req}
               COMMAND $<TARGET_FILE:bench_workloads_${alloc}> large 200 4)
+  # The thread shapes, a few thousand ops each; fs-* must report the lines
+  # shared (any count: the smoke test asserts that it runs and reports).
+  foreach(shape prodcons-pair prodcons-shared server xthread fs-active fs-passive churn)
+    if(shape STREQUAL "churn")
+      set(shape_iters 20)
+    else()
+      set(shape_iters 2000)
+    endif()
+    if(shape MATCHES "^fs-")
+      set(shape_req --expect "shared_lines=[0-9]+")
+    else()
+      set(shape_req)
+    endif()
+    bench_smoke(threads_${shape}_${alloc} CHECK ${req} --require threads=3 ${shape_req}
+                --expect "left_kb=-?[0-9]+"
+                COMMAND $<TARGET_FILE:bench_threads_${alloc}> ${shape} 3 ${shape_iters} --wait-ms=20)
+  endforeach()
   bench_smoke(soak_${alloc} CHECK ${req} --expect "^Sample t=[0-9.]+ ops=[0-9]+ ops_per_s=[0-9]+ rss_kb=[0-9]+$"
               COMMAND $<TARGET_FILE:bench_soak_${alloc}> 0.6 0.2)
   if(TARGET micro_${alloc})
@@ -74,6 +91,11 @@ else()
   bench_smoke(preload_mt_hakmem CHECK --expect "preload=libhakmem"
               --env LD_PRELOAD=$<TARGET_FILE:hakmem_shared>
               COMMAND $<TARGET_FILE:bench_mt_mixed_libc> 2 50000 400 16 1024 50)
+  foreach(shape server churn)
+    bench_smoke(preload_threads_${shape}_hakmem CHECK --expect "preload=libhakmem"
+                --env LD_PRELOAD=$<TARGET_FILE:hakmem_shared>
+                COMMAND $<TARGET_FILE:bench_threads_libc> ${shape} 3 20 --life=5 --wait-ms=20)
+  endforeach()
   foreach(peer libmimalloc.so.2 libtcmalloc_minimal.so.4)
     find_file(BENCH_${peer}_PATH ${peer} PATHS /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib
               NO_DEFAULT_PATH)
@@ -99,8 +121,8 @@ endif()
 list(JOIN script_allocators "," script_allocators)
 bench_smoke(run_compare CHECK --min-results 0 --expect "^targets" --expect "^written: "
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
-            --workload all --skip big --runs 2 --scale 0.002 --allocators ${script_allocators}
-            ${this_tree} --out ${bench_smoke_dir}/compare)
+            --workload mixed,mt,sizes,realloc,calloc,aligned,mid,large --runs 2 --scale 0.002
+            --allocators ${script_allocators} ${this_tree} --out ${bench_smoke_dir}/compare)
 # The big-block rows write hundreds of MiB even at the smallest scale: one
 # run, two allocators.
 set(big_allocators hakmem-${HAKMEM_VARIANT})
@@ -112,6 +134,15 @@ bench_smoke(run_compare_big CHECK --min-results 0 --expect "flt/op" --expect "^w
             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
             --workload big --runs 1 --scale 0.002 --allocators ${big_allocators}
             ${this_tree} --out ${bench_smoke_dir}/compare_big)
+# The thread shapes (22 runs each time): once, two allocators, so that the
+# sanitizer build stays within the time limit; every allocator runs each
+# shape in the threads_* tests above.
+bench_smoke(run_compare_threads CHECK --min-results 0 --expect "^targets" --expect "^written: "
+            --expect "fs-active threads=1"
+            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare
+            --workload prodcons,server,xthread,fs-active,fs-passive,churn --runs 1 --scale 0.002
+            --wait-ms 10 --allocators hakmem-${HAKMEM_VARIANT},libc ${this_tree}
+            --out ${bench_smoke_dir}/compare-threads)
 if(HAKMEM_VARIANT STREQUAL "observe")
   bench_smoke(run_compare_observe CHECK --min-results 0 --expect "^per-class hits"
               COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/run_compare

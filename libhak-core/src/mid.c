@@ -320,8 +320,24 @@ static uint32_t cache_limit(unsigned cls) {
   return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
 }
 
+/* The delayed purge of every tier below, from the mid tier's slow paths
+ * that take no slab: a thread whose calls are served by its lists and
+ * partly used slabs would otherwise keep, for as long as it runs, the
+ * pages that threads which have exited gave back. */
+static void purge_due(void) {
+  uint64_t now = hak_os_clock_ms();
+  hak_os_slabset_purge(&slabset, now);
+  hak_tiny_purge_due(now);
+}
+
+/* Refills of this thread; every 8th looks at the purge (the clock costs a
+ * tenth of a refill, and a purge late by a few refills changes nothing). */
+static __thread unsigned refills __attribute__((tls_model("initial-exec")));
+
 static HAK_COLD void *refill(unsigned cls, bool *fresh) {
   pthread_once(&classes_once, classes_init);
+  if (++refills % 8 == 0)
+    purge_due();
   struct mid_cache *t = &tcache[cls];
   if (!t->limit)
     t->limit = cache_limit(cls);
@@ -491,6 +507,7 @@ void hak_mid_thread_exit(void) {
     t->count = 0;
     t->limit = 0;
   }
+  purge_due();
 }
 
 void hak_mid_fork_prepare(void) {

@@ -252,7 +252,9 @@ struct hak_os_slabset {
   pthread_mutex_t lock;
   struct hak_os_slabset_superslab *with_free; /* superslabs with free slabs */
   unsigned superslabs, slabs_in_use, slabs_dirty;
-  uint64_t next_purge_ms; /* earliest a dirty slab is due; UINT64_MAX: none */
+  /* Earliest a dirty slab is due; UINT64_MAX: none.  Written under the
+   * lock, read without it by hak_os_slabset_purge (relaxed atomics). */
+  uint64_t next_purge_ms;
 };
 
 /* The state part of a static slab set's initialiser. */
@@ -277,6 +279,14 @@ HAK_INTERNAL void hak_os_slabset_release(struct hak_os_slabset *set,
                                          struct hak_os_slabset_superslab *ss,
                                          unsigned slab, bool touched);
 
+/* Decommits the set's dirty slabs whose delay has run out (now: the
+ * clock, hak_os_clock_ms).  Taking and releasing slabs do it anyway; the
+ * tiers call this on other slow paths too, so that a thread whose calls no
+ * longer take or release slabs (memory freed by threads that have exited)
+ * still gives the pages back.  One relaxed load when nothing is due. */
+HAK_INTERNAL void hak_os_slabset_purge(struct hak_os_slabset *set,
+                                       uint64_t now);
+
 /* Occupancy, for tests. */
 struct hak_os_slabset_info {
   unsigned superslabs;
@@ -289,6 +299,10 @@ hak_os_slabset_info(struct hak_os_slabset *set);
 /* Gives back the cached regions whose purge delay has run out.  Every
  * entry into this layer does it anyway; tests call it directly. */
 HAK_INTERNAL void hak_os_purge(void);
+
+/* The same, from the tiers' slow paths that do not enter this layer: one
+ * relaxed load unless a delay has run out by now (hak_os_clock_ms). */
+HAK_INTERNAL void hak_os_purge_due(uint64_t now);
 
 /* Releases every cached region to the kernel (tests, trim). */
 HAK_INTERNAL void hak_os_release_caches(void);

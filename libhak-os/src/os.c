@@ -51,8 +51,13 @@ static unsigned huge_count;
 static size_t huge_bytes;
 
 /* The earliest time at which a cached region's delay runs out (UINT64_MAX:
- * none is waiting), so that the check on every call is one compare. */
+ * none is waiting), so that the check on every call is one compare.
+ * Written under os_lock; hak_os_purge_due reads it without (relaxed). */
 static uint64_t next_purge_ms = UINT64_MAX;
+
+static void set_next_purge(uint64_t ms) {
+  __atomic_store_n(&next_purge_ms, ms, __ATOMIC_RELAXED);
+}
 
 static unsigned fail_mappings; /* test hook */
 static bool (*reclaim)(void);  /* hak_os_set_reclaim */
@@ -77,7 +82,7 @@ void hak_os_configure(const struct hak_os_config *cfg) {
     config.superslab_reserve = HAK_OS_SUPERSLAB_SLOTS;
   /* What is cached already obeys the new bounds and delay at once. */
   enforce_bounds_locked();
-  next_purge_ms = 0;
+  set_next_purge(0);
   purge_locked(hak_os_clock_ms());
   pthread_mutex_unlock(&os_lock);
 }
@@ -252,7 +257,7 @@ static bool release_caches_locked(void) {
     unmap_region(huge_cache[huge_count].base, huge_cache[huge_count].mapped);
   }
   huge_bytes = 0;
-  next_purge_ms = UINT64_MAX;
+  set_next_purge(UINT64_MAX);
   return any;
 }
 
@@ -401,18 +406,23 @@ static void purge_locked(uint64_t now) {
       i++;
     }
   }
-  next_purge_ms = next;
+  set_next_purge(next);
 }
 
 static void schedule_purge(uint64_t freed_ms) {
   if (due_ms(freed_ms) < next_purge_ms)
-    next_purge_ms = due_ms(freed_ms);
+    set_next_purge(due_ms(freed_ms));
 }
 
 void hak_os_purge(void) {
   pthread_mutex_lock(&os_lock);
   purge_locked(hak_os_clock_ms());
   pthread_mutex_unlock(&os_lock);
+}
+
+void hak_os_purge_due(uint64_t now) {
+  if (now >= __atomic_load_n(&next_purge_ms, __ATOMIC_RELAXED))
+    hak_os_purge();
 }
 
 /* ---- superslabs ------------------------------------------------------- */

@@ -66,7 +66,8 @@ static void mark_dirty(struct hak_os_slabset *set,
     set->slabs_dirty++; /* no popcount: without -mpopcnt it is a call */
   }
   if (now + set->purge_delay_ms < set->next_purge_ms)
-    set->next_purge_ms = now + set->purge_delay_ms;
+    __atomic_store_n(&set->next_purge_ms, now + set->purge_delay_ms,
+                     __ATOMIC_RELAXED);
 }
 
 void hak_os_slabset_configure(struct hak_os_slabset *set, unsigned dirty_limit,
@@ -74,7 +75,8 @@ void hak_os_slabset_configure(struct hak_os_slabset *set, unsigned dirty_limit,
   pthread_mutex_lock(&set->lock);
   set->dirty_limit = dirty_limit;
   set->purge_delay_ms = purge_delay_ms;
-  set->next_purge_ms = 0; /* look again under the new delay */
+  /* Look again under the new delay. */
+  __atomic_store_n(&set->next_purge_ms, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&set->lock);
 }
 
@@ -93,7 +95,7 @@ static HAK_COLD void purge_expired_locked(struct hak_os_slabset *set,
     for (unsigned first, len; hak_os_next_run(&expired, &first, &len);)
       decommit_slabs(set, ss, first, len);
   }
-  set->next_purge_ms = next;
+  __atomic_store_n(&set->next_purge_ms, next, __ATOMIC_RELAXED);
 }
 
 /* One compare on every slab taken or released, unless a delay ran out. */
@@ -246,6 +248,14 @@ void hak_os_slabset_release(struct hak_os_slabset *set,
     else
       decommit_slabs(set, ss, slab, 1);
   }
+  pthread_mutex_unlock(&set->lock);
+}
+
+void hak_os_slabset_purge(struct hak_os_slabset *set, uint64_t now) {
+  if (now < __atomic_load_n(&set->next_purge_ms, __ATOMIC_RELAXED))
+    return;
+  pthread_mutex_lock(&set->lock);
+  purge_locked(set, now);
   pthread_mutex_unlock(&set->lock);
 }
 

@@ -264,6 +264,13 @@ HAK_INTERNAL size_t hak_tiny_usable_size(const void *p);
  * heap's slabs over so that other threads adopt them. */
 HAK_INTERNAL void hak_tiny_thread_exit(void);
 
+/* Gives back what is due: the front's dirty slabs and libhak-os's caches
+ * whose purge delay ran out by `now` (hak_os_clock_ms).  Run on slow paths
+ * that take no slab (refills, thread exit; libhak-core's mid refill), so
+ * that memory freed by threads that have exited goes back while the
+ * remaining threads keep calling.  Two relaxed loads when nothing is due. */
+HAK_INTERNAL void hak_tiny_purge_due(uint64_t now);
+
 /* Fork: hold the front's locks across fork(); the parent and the child
  * both release them with hak_tiny_fork_parent. */
 HAK_INTERNAL void hak_tiny_fork_prepare(void);

@@ -192,6 +192,10 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
       return carve(h, s);
     retire_current(h, cls);
   }
+  /* The class changes slab: a slow path that may take none from the slab
+   * set, so the delayed purge is looked at here too (a thread whose slabs
+   * keep it going would otherwise never give back what others freed). */
+  hak_tiny_purge_due(hak_os_clock_ms());
   /* 3. A slab of ours with free blocks. */
   if (h->partial[cls]) {
     s = h->partial[cls];
@@ -343,4 +347,8 @@ void hak_tiny_thread_exit(void) {
   /* A later malloc on this thread (another destructor) sets up afresh. */
   h->id = 0;
   h->exited = 1;
+  /* Slabs that earlier exits left behind may be empty by now (this thread
+   * may have freed their last blocks), and what is dirty may be due. */
+  tiny_abandoned_sweep();
+  hak_tiny_purge_due(hak_os_clock_ms());
 }

@@ -146,6 +146,29 @@ struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
   return NULL;
 }
 
+/* Releases every abandoned slab whose blocks have all come back (freed by
+ * other threads after its own ended).  Adoption releases the ones it meets,
+ * but only for a class some thread still needs a slab of: without this, a
+ * slab whose last block was freed remotely stays resident for good. */
+void tiny_abandoned_sweep(void) {
+  pthread_mutex_lock(&abandoned_lock);
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    struct hak_tiny_slab *s = abandoned[cls];
+    while (s) {
+      struct hak_tiny_slab *next = s->next;
+      tiny_slab_collect(s);
+      if (s->used == 0) {
+        slab_list_remove(&abandoned[cls], s);
+        abandoned_count--;
+        tiny_slab_release(s);
+      }
+      s = next;
+    }
+    note_abandoned(cls);
+  }
+  pthread_mutex_unlock(&abandoned_lock);
+}
+
 struct hak_tiny_info hak_tiny_info(void) {
   struct hak_tiny_info info;
   pthread_mutex_lock(&abandoned_lock);
@@ -156,6 +179,11 @@ struct hak_tiny_info hak_tiny_info(void) {
   info.slabs_dirty = set.slabs_dirty;
   pthread_mutex_unlock(&abandoned_lock);
   return info;
+}
+
+void hak_tiny_purge_due(uint64_t now) {
+  hak_os_slabset_purge(&slabset, now);
+  hak_os_purge_due(now);
 }
 
 void hak_tiny_fork_prepare(void) {

@@ -12,6 +12,8 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner);
 void tiny_slab_release(struct hak_tiny_slab *s);
 void tiny_slab_abandon(struct hak_tiny_slab *s);
 struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner);
+/* Releases the abandoned slabs with no block out (thread exit). */
+void tiny_abandoned_sweep(void);
 char *tiny_slab_start(const struct hak_tiny_slab *s);
 
 static inline uint32_t tiny_slab_carved_blocks(const struct hak_tiny_slab *s) {
