@@ -23,34 +23,48 @@ extern "C" {
 #endif
 
 #define HAKMEM_API __attribute__((visibility("default")))
+/* None of them throws: C++ callers need no exception table around them. */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define HAKMEM_NOEXCEPT noexcept
+#else
+#define HAKMEM_NOEXCEPT
+#endif
 #define HAKMEM_VERSION_MAJOR 0
 #define HAKMEM_VERSION_MINOR 1
 
-HAKMEM_API void *hak_malloc(size_t size) __attribute__((malloc, alloc_size(1)));
-HAKMEM_API void hak_free(void *ptr);
+HAKMEM_API void *hak_malloc(size_t size) HAKMEM_NOEXCEPT
+    __attribute__((malloc, alloc_size(1)));
+HAKMEM_API void hak_free(void *ptr) HAKMEM_NOEXCEPT;
 /* Frees ptr, whose requested size the caller states (size may be any value
  * between the requested size and hak_usable_size(ptr)). */
-HAKMEM_API void hak_free_sized(void *ptr, size_t size);
-HAKMEM_API void *hak_calloc(size_t count, size_t size)
+HAKMEM_API void hak_free_sized(void *ptr, size_t size) HAKMEM_NOEXCEPT;
+HAKMEM_API void *hak_calloc(size_t count, size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(1, 2)));
-HAKMEM_API void *hak_realloc(void *ptr, size_t size) __attribute__((alloc_size(2)));
-HAKMEM_API void *hak_reallocarray(void *ptr, size_t count, size_t size);
-HAKMEM_API int hak_posix_memalign(void **out, size_t alignment, size_t size);
-HAKMEM_API void *hak_aligned_alloc(size_t alignment, size_t size)
+HAKMEM_API void *hak_realloc(void *ptr, size_t size) HAKMEM_NOEXCEPT
+    __attribute__((alloc_size(2)));
+HAKMEM_API void *hak_reallocarray(void *ptr, size_t count,
+                                  size_t size) HAKMEM_NOEXCEPT;
+HAKMEM_API int hak_posix_memalign(void **out, size_t alignment,
+                                  size_t size) HAKMEM_NOEXCEPT;
+HAKMEM_API void *hak_aligned_alloc(size_t alignment,
+                                   size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(2)));
-HAKMEM_API void *hak_memalign(size_t alignment, size_t size)
+HAKMEM_API void *hak_memalign(size_t alignment, size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(2)));
-HAKMEM_API void *hak_valloc(size_t size) __attribute__((malloc));
-HAKMEM_API void *hak_pvalloc(size_t size) __attribute__((malloc));
+HAKMEM_API void *hak_valloc(size_t size) HAKMEM_NOEXCEPT
+    __attribute__((malloc));
+HAKMEM_API void *hak_pvalloc(size_t size) HAKMEM_NOEXCEPT
+    __attribute__((malloc));
 /* Bytes usable in the block at ptr (>= the size asked for); 0 for NULL. */
-HAKMEM_API size_t hak_usable_size(const void *ptr);
+HAKMEM_API size_t hak_usable_size(const void *ptr) HAKMEM_NOEXCEPT;
 
 /* Prints the statistics report to stderr now (text, or JSON when
  * HAKMEM_STATS=json).  Counters exist in the standard build (system calls)
  * and the observe build (every path); the fast build prints a note. */
-HAKMEM_API void hak_stats_print(void);
+HAKMEM_API void hak_stats_print(void) HAKMEM_NOEXCEPT;
 /* Fills buf with the report (JSON when json != 0); returns its length. */
-HAKMEM_API size_t hak_stats_report(char *buf, size_t size, int json);
+HAKMEM_API size_t hak_stats_report(char *buf, size_t size,
+                                   int json) HAKMEM_NOEXCEPT;
 
 #ifdef __cplusplus
 }

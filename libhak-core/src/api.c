@@ -8,12 +8,18 @@
  * free needs no size: the region header at (p & ~(4 MiB - 1)) names the tier.
  */
 #include "core_internal.h"
+#include "cxx_entry.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+/* new.cpp's; weak, so that a C program linking the static library needs
+ * no C++ runtime (only new.cpp's operators call hak_new, and they come
+ * with it). */
+#pragma weak hak_new_failed
 
 int hak_initialized;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -439,6 +445,175 @@ void *hak_valloc(size_t size) {
   ALIGNED_ENTRY(malloc_aligned(HAK_PAGE_SIZE, size));
 }
 void *hak_pvalloc(size_t size) { ALIGNED_ENTRY(pvalloc_impl(size)); }
+
+/* ---- C++'s operator new and delete (new.cpp) -------------------------------
+ * new is malloc that never returns NULL: the failure goes to new.cpp, which
+ * runs the new_handler loop and throws.  Sized delete knows the block's
+ * size: in the fast build a tiny size sends the block to the tiny front
+ * without the region map (operator new(n) of n <= 1 KiB always gives a tiny
+ * block); the checked builds compare the size with the block instead. */
+
+HAK_HOT_ENTRY void *hak_new(size_t size) {
+  VG_ENTER();
+  void *p = malloc_impl(size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, 0, false);
+  return p;
+}
+
+void *hak_new_nothrow(size_t size) {
+  VG_ENTER();
+  void *p = malloc_impl(size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, 0, true);
+  return p;
+}
+
+static void *new_aligned_impl(size_t size, size_t align) {
+  if (!power_of_two(align)) { /* undefined for C++; refused as exhaustion */
+    errno = EINVAL;
+    return NULL;
+  }
+  VG_ENTER();
+  void *p = malloc_aligned(align, size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  return p;
+}
+
+void *hak_new_aligned(size_t size, size_t align) {
+  void *p = new_aligned_impl(size, align);
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, align, false);
+  return p;
+}
+
+void *hak_new_aligned_nothrow(size_t size, size_t align) {
+  void *p = new_aligned_impl(size, align);
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, align, true);
+  return p;
+}
+
+/* Checked builds: how far p lies into the block that holds it (0: its
+ * start), SIZE_MAX when that cannot be told (free then reports it). */
+static size_t block_offset(const void *p, enum hak_region_kind kind) {
+  if (kind == HAK_REGION_MID)
+    return hak_mid_block_offset(p);
+  if (kind != HAK_REGION_TINY)
+    return SIZE_MAX;
+  const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
+  size_t off = (uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1);
+  if (__atomic_load_n(&s->owner, __ATOMIC_RELAXED) == HAK_TINY_OWNER_NONE ||
+      off >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
+    return SIZE_MAX;
+  return off % s->block_size;
+}
+
+static HAK_COLD __attribute__((noreturn)) void
+delete_mismatch(const char *func, const void *p, size_t size, size_t align,
+                size_t usable) {
+  char msg[256];
+  int n = snprintf(msg, sizeof msg,
+                   "hakmem: %s(): new/delete size mismatch: %p: deleted with "
+                   "size %zu (alignment %zu), but the block is of %zu bytes "
+                   "(new gives that for another size)\n",
+                   func, p, size, align ? align : 16, usable);
+  hak_os_write_stderr(msg, n > 0 ? (size_t)n : 0);
+  hak_os_abort();
+}
+
+/* Whether the block p (a block start of kind `kind`, usable bytes) is one
+ * that operator new(size) (align 0) or new(size, align) hands out. */
+static bool size_fits_block(enum hak_region_kind kind, size_t size,
+                            size_t align, size_t usable) {
+  size_t n = size ? size : 1;
+  if (align > 16) {
+    size_t rounded = (n + align - 1) & ~(align - 1);
+    if (rounded < n || size > usable)
+      return false;
+    if (kind == HAK_REGION_TINY)
+      return rounded <= HAK_TINY_MAX &&
+             hak_tiny_class_size(hak_tiny_class(rounded)) == usable;
+    return rounded > HAK_TINY_MAX;
+  }
+  switch (kind) {
+  case HAK_REGION_TINY:
+    return n <= HAK_TINY_MAX &&
+           hak_tiny_class_size(hak_tiny_class(n)) == usable;
+  case HAK_REGION_MID:
+    return n > HAK_TINY_MAX && n <= HAK_MID_MAX &&
+           hak_mid_good_size(n) == usable;
+  default:
+    return n > HAK_MID_MAX && n <= usable;
+  }
+}
+
+/* The checked builds' sized delete: a size that is not the block's, and a
+ * pointer one array cookie into a block (delete of what new[] gave), abort
+ * with their names; every other misuse is free's to report. */
+static void check_delete(void *p, size_t size, size_t align, bool array) {
+  const char *func = array ? "operator delete[]" : "operator delete";
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
+    return; /* over-aligned (the large tier's table): free checks it */
+  enum hak_region_kind kind = hak_os_kind_checked(p);
+  if (kind == HAK_REGION_NONE || kind == HAK_REGION_CACHED)
+    return;
+  if (kind == HAK_REGION_TINY || kind == HAK_REGION_MID) {
+    size_t off = block_offset(p, kind);
+    if (off != 0) {
+      /* new[] of a type with a destructor stores the count in front of the
+       * array: delete (not delete[]) then hands back the array's address,
+       * one word into the block. */
+      if (!array && off == sizeof(size_t))
+        hak_misuse(func,
+                   "pointer one word into a block: an array from new[] "
+                   "freed with delete (use delete[])",
+                   p);
+      return; /* free reports it */
+    }
+  }
+  size_t usable = usable_size(p, func);
+  if (!size_fits_block(kind, size, align, usable))
+    delete_mismatch(func, p, size, align, usable);
+}
+
+static inline __attribute__((always_inline)) void
+delete_impl(void *p, size_t size, size_t align, bool array) {
+  VG_ENTER();
+  VG_FREE(p);
+  if (HAK_GATE_CHECK_DELETE_SIZE) {
+    if (p)
+      check_delete(p, size, align, array);
+  } else {
+    size_t n = size;
+    if (align > 16) /* what new(size, align) rounded up to (size 0: 1) */
+      n = ((size ? size : 1) + align - 1) & ~(align - 1);
+    if (HAK_LIKELY(n - 1 < HAK_TINY_MAX && p != NULL)) { /* size 0 wraps */
+      hak_tiny_free(p);
+      VG_LEAVE();
+      return;
+    }
+  }
+  free_impl(p);
+  VG_LEAVE();
+}
+
+HAK_HOT_ENTRY void hak_delete_sized(void *p, size_t size) {
+  delete_impl(p, size, 0, false);
+}
+
+void hak_delete_array_sized(void *p, size_t size) {
+  delete_impl(p, size, 0, true);
+}
+
+void hak_delete_aligned(void *p, size_t size, size_t align, bool array) {
+  delete_impl(p, size, align, array);
+}
 
 /* ---- the C library's names (libhakmem.so only) ----------------------------
  * Aliases, not wrappers: malloc is hak_malloc, one symbol. */

@@ -90,6 +90,11 @@ HAK_INTERNAL void *hak_mid_calloc(size_t size);
 HAK_INTERNAL void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits);
 HAK_INTERNAL void hak_mid_free(void *p);
 HAK_INTERNAL size_t hak_mid_usable_size(const void *p);
+/* The block size of the class of a mid size (what malloc(size) gives). */
+HAK_INTERNAL size_t hak_mid_good_size(size_t size);
+/* How far p lies into the carved block that holds it (0: its start), or
+ * SIZE_MAX when no block of a slab in use holds it (checked paths). */
+HAK_INTERNAL size_t hak_mid_block_offset(const void *p);
 /* Free mid slabs whose pages are still resident (waiting for the purge
  * delay), for tests. */
 HAK_INTERNAL unsigned hak_mid_dirty_slabs(void);

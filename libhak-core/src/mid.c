@@ -475,6 +475,22 @@ void hak_mid_free(void *p) {
 
 size_t hak_mid_usable_size(const void *p) { return slab_of(p)->block_size; }
 
+size_t hak_mid_good_size(size_t size) {
+  return mid_class_size(mid_class(size));
+}
+
+size_t hak_mid_block_offset(const void *p) {
+  const struct mid_slab *s = slab_of(p);
+  if (!__atomic_load_n(&s->in_use, __ATOMIC_RELAXED) ||
+      (const char *)p < s->start)
+    return SIZE_MAX;
+  size_t off = (size_t)((const char *)p - s->start);
+  if (off >=
+      (size_t)__atomic_load_n(&s->carved, __ATOMIC_RELAXED) * s->block_size)
+    return SIZE_MAX;
+  return off % s->block_size;
+}
+
 unsigned hak_mid_dirty_slabs(void) {
   return hak_os_slabset_info(&slabset).slabs_dirty;
 }
