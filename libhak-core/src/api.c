@@ -57,10 +57,8 @@ static void on_stats_signal(int sig) {
   print_report(true);
 }
 
-static void init_once_body(void) {
-  hak_tiny_init(); /* the secret the mid tier's lists are encoded with */
-  if (HAK_GATE_ENV_CONFIG)
-    hak_config_load(&hak_config);
+/* Hands the configuration to the layers (start-up, mallopt). */
+void hak_config_apply(void) {
   struct hak_os_config os = hak_os_default_config();
   os.superslab_cache = hak_config.superslab_cache;
   os.superslab_reserve = hak_config.superslab_reserve;
@@ -73,7 +71,14 @@ static void init_once_body(void) {
                                  .purge_delay_ms = hak_config.purge_delay_ms,
                                  .audit_lists = hak_config.checks >= 2};
   hak_tiny_configure(&tiny);
-  hak_mid_configure(hak_config.purge_delay_ms);
+  hak_mid_configure(hak_config.purge_delay_ms, hak_config.mid_dirty_slabs);
+}
+
+static void init_once_body(void) {
+  hak_tiny_init(); /* the secret the mid tier's lists are encoded with */
+  if (HAK_GATE_ENV_CONFIG)
+    hak_config_load(&hak_config);
+  hak_config_apply();
   pthread_key_create(&exit_key, on_thread_exit);
   /* The child's only thread is the one that took every lock in fork_prepare:
    * it releases them as the parent does (re-creating a held mutex would be
@@ -640,6 +645,23 @@ size_t malloc_usable_size(void *p) HAK_EXPORT_AS(hak_usable_size);
 void free_sized(void *p, size_t size) HAK_EXPORT_AS(hak_free_sized);
 /* glibc's historical alias, still called by some old binaries. */
 void cfree(void *p) HAK_EXPORT_AS(hak_free);
+/* glibc's internal names, which it exports and which some programs call to
+ * reach "the real malloc" (allocation hooks, wrappers of malloc that look
+ * it up): under LD_PRELOAD they would otherwise hand out glibc's blocks,
+ * which hakmem's free does not know. */
+void *__libc_malloc(size_t size) __attribute__((malloc, alloc_size(1)))
+HAK_EXPORT_AS(hak_malloc);
+void __libc_free(void *p) HAK_EXPORT_AS(hak_free);
+void *__libc_calloc(size_t count, size_t size)
+    __attribute__((malloc, alloc_size(1, 2))) HAK_EXPORT_AS(hak_calloc);
+void *__libc_realloc(void *p, size_t size) __attribute__((alloc_size(2)))
+HAK_EXPORT_AS(hak_realloc);
+void *__libc_memalign(size_t align, size_t size)
+    __attribute__((malloc, alloc_size(2))) HAK_EXPORT_AS(hak_memalign);
+void *__libc_valloc(size_t size) __attribute__((malloc))
+HAK_EXPORT_AS(hak_valloc);
+void *__libc_pvalloc(size_t size) __attribute__((malloc))
+HAK_EXPORT_AS(hak_pvalloc);
 #endif
 
 /* ---- statistics --------------------------------------------------------- */

@@ -40,6 +40,25 @@ static void guard_clear(struct large_header *h) {
   h->guarded = false;
 }
 
+/* Blocks in use and their usable bytes (mallinfo).  Large allocations
+ * take the caches' lock anyway: an atomic add costs nothing here. */
+static size_t live_blocks, live_bytes;
+
+static void count_live(size_t bytes, bool add) {
+  if (add) {
+    __atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&live_bytes, bytes, __ATOMIC_RELAXED);
+  } else {
+    __atomic_sub_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&live_bytes, bytes, __ATOMIC_RELAXED);
+  }
+}
+
+void hak_large_usage(size_t *blocks, size_t *bytes) {
+  *blocks = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED);
+  *bytes = __atomic_load_n(&live_bytes, __ATOMIC_RELAXED);
+}
+
 static size_t guard_size(void) { return hak_config.guard_pages ? HAK_PAGE_SIZE : 0; }
 
 static inline struct large_header *header_of(const void *p) {
@@ -114,6 +133,7 @@ static void *malloc_overaligned(size_t size, size_t align, bool *zeroed) {
     errno = ENOMEM;
     return NULL;
   }
+  count_live(e.usable, true);
   return block;
 }
 
@@ -159,6 +179,7 @@ static void *large_malloc(size_t size, size_t align, size_t *nonzero) {
   h->offset = offset;
   h->usable = need - offset - guard_size();
   guard_set(h);
+  count_live(h->usable, true);
   HAK_STAT_PATH(LARGE_MALLOC, 1);
   return (char *)h + offset;
 }
@@ -189,6 +210,7 @@ void hak_large_free(void *p) {
     struct overaligned copy = *e;
     *e = table[--table_len];
     pthread_mutex_unlock(&table_lock);
+    count_live(copy.usable, false);
     hak_os_huge_free(copy.base, copy.mapped);
     return;
   }
@@ -196,6 +218,7 @@ void hak_large_free(void *p) {
   if (HAK_GATE_CHECK_BLOCK_START && (char *)h + h->offset != (char *)p)
     hak_misuse("free", "invalid pointer (not the start of a block)", p);
   HAK_STAT_PATH(LARGE_FREE, 1);
+  count_live(h->usable, false);
   guard_clear(h);
   if (hak_os_kind_of(h) == HAK_REGION_LARGE)
     hak_os_superslab_free_dirty(h, h->dirty);
@@ -227,7 +250,9 @@ bool hak_large_resize(void *p, size_t size) {
     if (h->offset + need + guard > HAK_SUPERSLAB_SIZE)
       return false;
     guard_clear(h);
+    count_live(h->usable, false);
     h->usable = need;
+    count_live(h->usable, true);
     if (h->offset + need > h->dirty)
       h->dirty = h->offset + need;
     guard_set(h);
@@ -242,7 +267,9 @@ bool hak_large_resize(void *p, size_t size) {
     return false;
   }
   h->region.size = mapped;
+  count_live(h->usable, false);
   h->usable = mapped - h->offset - guard;
+  count_live(h->usable, true);
   guard_set(h);
   return true;
 }

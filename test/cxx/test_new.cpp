@@ -515,9 +515,10 @@ static void misuse_delete_of_array() {
 }
 static void misuse_double_delete() {
   void *p = ::operator new(48);
+  void *again = launder(p);
   say_at(p);
   ::operator delete(p, 48);
-  ::operator delete(launder(p), 48);
+  ::operator delete(again, 48);
 }
 
 static void test_misuse() {
