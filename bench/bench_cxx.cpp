@@ -19,8 +19,9 @@
 //         with values of 0 to 100 characters;
 //   25 %  a log line: a std::string built by appending 2 to 8 pieces,
 //         stored in a ring of 1000 (the oldest line is destroyed);
-//   10 %  a buffer: a std::vector<int> grown by push_back to 16..8192
-//         elements, stored in a ring of 64 (the oldest is destroyed).
+//   10 %  a buffer: a std::vector<int> grown by push_back to 16..2048
+//         elements (64 B to 8 KiB, doubling), stored in a ring of 64 (the
+//         oldest is destroyed).
 // Lifetimes therefore range from one op (log lines that are overwritten
 // soon, vectors' old storage) to the whole run (the index entries that
 // stay).  Only the loop is timed; building the key pool before and the
@@ -117,7 +118,7 @@ int main(int argc, char **argv) {
       next_line = (next_line + 1) % lines->size();
     } else {
       std::vector<int> v;
-      for (uint32_t i = 0, n = 16 + rng.below(8177); i < n; i++)
+      for (uint32_t i = 0, n = 16 + rng.below(2033); i < n; i++)
         v.push_back(static_cast<int>(i));
       checksum += v.size();
       (*buffers)[next_buffer] = std::move(v);
