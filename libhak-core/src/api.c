@@ -558,33 +558,55 @@ static bool size_fits_block(enum hak_region_kind kind, size_t size,
   }
 }
 
-/* The checked builds' sized delete: a size that is not the block's, and a
- * pointer one array cookie into a block (delete of what new[] gave), abort
- * with their names; every other misuse is free's to report. */
+/* A sized delete of a pointer that is not a block start: new[] of a type
+ * with a destructor stores the count in front of the array, so delete (not
+ * delete[]) hands back the array's address, one word into the block.
+ * Anything else is free's to report. */
+static HAK_COLD void
+delete_not_block_start(const void *p, enum hak_region_kind kind, bool array) {
+  if (!array && block_offset(p, kind) == sizeof(size_t))
+    hak_misuse("operator delete",
+               "pointer one word into a block: an array from new[] freed "
+               "with delete (use delete[])",
+               p);
+}
+
+/* The checked builds' sized delete: a size that is not the block's aborts
+ * with both sizes named; a pointer that is no block start is left to
+ * delete_not_block_start and free.  Costs what free's own checks do: the
+ * region map, the tiny block-start multiply, a class table lookup. */
 static void check_delete(void *p, size_t size, size_t align, bool array) {
-  const char *func = array ? "operator delete[]" : "operator delete";
   if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
     return; /* over-aligned (the large tier's table): free checks it */
   enum hak_region_kind kind = hak_os_kind_checked(p);
-  if (kind == HAK_REGION_NONE || kind == HAK_REGION_CACHED)
-    return;
-  if (kind == HAK_REGION_TINY || kind == HAK_REGION_MID) {
-    size_t off = block_offset(p, kind);
-    if (off != 0) {
-      /* new[] of a type with a destructor stores the count in front of the
-       * array: delete (not delete[]) then hands back the array's address,
-       * one word into the block. */
-      if (!array && off == sizeof(size_t))
-        hak_misuse(func,
-                   "pointer one word into a block: an array from new[] "
-                   "freed with delete (use delete[])",
-                   p);
-      return; /* free reports it */
+  size_t usable;
+  switch (kind) {
+  case HAK_REGION_TINY: {
+    const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
+    if (HAK_UNLIKELY(!hak_tiny_is_block_start(s, p))) {
+      delete_not_block_start(p, kind, array);
+      return;
     }
+    usable = s->block_size;
+    break;
   }
-  size_t usable = usable_size(p, func);
-  if (!size_fits_block(kind, size, align, usable))
-    delete_mismatch(func, p, size, align, usable);
+  case HAK_REGION_MID:
+    if (hak_mid_block_offset(p) != 0) {
+      delete_not_block_start(p, kind, array);
+      return;
+    }
+    usable = hak_mid_usable_size(p);
+    break;
+  case HAK_REGION_LARGE:
+  case HAK_REGION_HUGE:
+    usable = hak_large_usable_size(p);
+    break;
+  default:
+    return; /* not hakmem's, or cached: free reports it */
+  }
+  if (HAK_UNLIKELY(!size_fits_block(kind, size, align, usable)))
+    delete_mismatch(array ? "operator delete[]" : "operator delete", p, size,
+                    align, usable);
 }
 
 static inline __attribute__((always_inline)) void
