@@ -532,30 +532,29 @@ delete_mismatch(const char *func, const void *p, size_t size, size_t align,
   hak_os_abort();
 }
 
-/* Whether the block p (a block start of kind `kind`, usable bytes) is one
- * that operator new(size) (align 0) or new(size, align) hands out. */
+/* What new(size) (align 0 or up to 16) or new(size, align) asked malloc
+ * for: the size, rounded up to the alignment (size 0: 1).  SIZE_MAX when
+ * that overflows (no such block exists). */
+static inline size_t new_request(size_t size, size_t align) {
+  size_t n = size ? size : 1;
+  if (align <= 16)
+    return n;
+  size_t rounded = (n + align - 1) & ~(align - 1);
+  return rounded < n ? SIZE_MAX : rounded;
+}
+
+/* Whether the mid or large block p (a block start, usable bytes) is one
+ * that new(size) or new(size, align) hands out. */
 static bool size_fits_block(enum hak_region_kind kind, size_t size,
                             size_t align, size_t usable) {
-  size_t n = size ? size : 1;
-  if (align > 16) {
-    size_t rounded = (n + align - 1) & ~(align - 1);
-    if (rounded < n || size > usable)
-      return false;
-    if (kind == HAK_REGION_TINY)
-      return rounded <= HAK_TINY_MAX &&
-             hak_tiny_class_size(hak_tiny_class(rounded)) == usable;
-    return rounded > HAK_TINY_MAX;
-  }
-  switch (kind) {
-  case HAK_REGION_TINY:
-    return n <= HAK_TINY_MAX &&
-           hak_tiny_class_size(hak_tiny_class(n)) == usable;
-  case HAK_REGION_MID:
-    return n > HAK_TINY_MAX && n <= HAK_MID_MAX &&
-           hak_mid_good_size(n) == usable;
-  default:
-    return n > HAK_MID_MAX && n <= usable;
-  }
+  size_t n = new_request(size, align);
+  if (n <= HAK_TINY_MAX || size > usable)
+    return false;
+  if (align > 16)
+    return true; /* the first class (or tier) that holds it aligned */
+  if (kind == HAK_REGION_MID)
+    return n <= HAK_MID_MAX && hak_mid_good_size(n) == usable;
+  return n > HAK_MID_MAX;
 }
 
 /* A sized delete of a pointer that is not a block start: new[] of a type
@@ -571,25 +570,13 @@ delete_not_block_start(const void *p, enum hak_region_kind kind, bool array) {
                p);
 }
 
-/* The checked builds' sized delete: a size that is not the block's aborts
- * with both sizes named; a pointer that is no block start is left to
- * delete_not_block_start and free.  Costs what free's own checks do: the
- * region map, the tiny block-start multiply, a class table lookup. */
-static void check_delete(void *p, size_t size, size_t align, bool array) {
+/* The check of the tiers above tiny, out of line. */
+static HAK_COLD void check_delete_other(void *p, enum hak_region_kind kind,
+                                        size_t size, size_t align, bool array) {
+  size_t usable;
   if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
     return; /* over-aligned (the large tier's table): free checks it */
-  enum hak_region_kind kind = hak_os_kind_checked(p);
-  size_t usable;
   switch (kind) {
-  case HAK_REGION_TINY: {
-    const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
-    if (HAK_UNLIKELY(!hak_tiny_is_block_start(s, p))) {
-      delete_not_block_start(p, kind, array);
-      return;
-    }
-    usable = s->block_size;
-    break;
-  }
   case HAK_REGION_MID:
     if (hak_mid_block_offset(p) != 0) {
       delete_not_block_start(p, kind, array);
@@ -604,9 +591,37 @@ static void check_delete(void *p, size_t size, size_t align, bool array) {
   default:
     return; /* not hakmem's, or cached: free reports it */
   }
-  if (HAK_UNLIKELY(!size_fits_block(kind, size, align, usable)))
+  if (!size_fits_block(kind, size, align, usable))
     delete_mismatch(array ? "operator delete[]" : "operator delete", p, size,
                     align, usable);
+}
+
+/* The checked builds' sized delete: a size that is not the block's aborts
+ * with both sizes named; a pointer that is no block start is left to
+ * delete_not_block_start and free.  A tiny block costs what free's own
+ * checks do: the block-start multiply, and the class of the size against
+ * the slab's (the line free reads anyway).  Then the block is freed as
+ * free would, without reading the region map again. */
+static inline __attribute__((always_inline)) void
+checked_delete(void *p, size_t size, size_t align, bool array) {
+  enum hak_region_kind kind = hak_os_kind_checked(p);
+  if (HAK_LIKELY(kind == HAK_REGION_TINY) &&
+      ((uintptr_t)p & HAK_SUPERSLAB_MASK) != 0) {
+    const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
+    if (HAK_LIKELY(hak_tiny_is_block_start(s, p))) {
+      size_t n = new_request(size, align);
+      if (HAK_UNLIKELY(n - 1 >= HAK_TINY_MAX || hak_tiny_class(n) != s->cls))
+        delete_mismatch(array ? "operator delete[]" : "operator delete", p,
+                        size, align, s->block_size);
+    } else {
+      delete_not_block_start(p, kind, array);
+    }
+    hak_tiny_free(p); /* reports what is left (a double free) */
+    return;
+  }
+  if (p)
+    check_delete_other(p, kind, size, align, array);
+  free_other(p, kind);
 }
 
 static inline __attribute__((always_inline)) void
@@ -614,19 +629,17 @@ delete_impl(void *p, size_t size, size_t align, bool array) {
   VG_ENTER();
   VG_FREE(p);
   if (HAK_GATE_CHECK_DELETE_SIZE) {
-    if (p)
-      check_delete(p, size, align, array);
-  } else {
-    size_t n = size;
-    if (align > 16) /* what new(size, align) rounded up to (size 0: 1) */
-      n = ((size ? size : 1) + align - 1) & ~(align - 1);
-    if (HAK_LIKELY(n - 1 < HAK_TINY_MAX && p != NULL)) { /* size 0 wraps */
-      hak_tiny_free(p);
-      VG_LEAVE();
-      return;
-    }
+    checked_delete(p, size, align, array);
+    VG_LEAVE();
+    return;
   }
-  free_impl(p);
+  size_t n = size;
+  if (align > 16) /* what new(size, align) rounded up to (size 0: 1) */
+    n = ((size ? size : 1) + align - 1) & ~(align - 1);
+  if (HAK_LIKELY(n - 1 < HAK_TINY_MAX && p != NULL)) /* size 0 wraps */
+    hak_tiny_free(p);
+  else
+    free_impl(p);
   VG_LEAVE();
 }
 
