@@ -54,22 +54,34 @@ using nothrow_new = void *(*)(std::size_t, const std::nothrow_t &) noexcept;
 using nothrow_new_aligned = void *(*)(std::size_t, std::align_val_t,
                                       const std::nothrow_t &) noexcept;
 
+// libstdc++'s own definition of an operator, or nullptr when the program
+// has no libstdc++.so (a static libstdc++).  Asked of libstdc++ by name,
+// not as "the next definition": a sanitizer runtime may come between.
+void *libstdcxx_symbol(const char *name) noexcept {
+  void *lib = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_NOLOAD);
+  if (lib == nullptr)
+    return nullptr;
+  void *sym = dlsym(lib, name);
+  dlclose(lib); // only our reference: the program's keeps it loaded
+  return sym;
+}
+
 // A nothrow form with a new_handler installed.  The handler may throw
 // std::bad_alloc, which the nothrow form must turn into nullptr; catching
 // it here would tie libhakmem.so to the C++ runtime (a catch needs its
 // personality routine, whatever the program).  libstdc++'s own nothrow
 // operator is exactly that catch around a call of the plain operator new,
-// which is ours: the next definition after ours does it.  Without one (a
-// static libstdc++), nullptr at once, without the handler.
+// which is ours.  Without libstdc++.so, nullptr at once, without the
+// handler.
 void *nothrow_with_handler(std::size_t size, std::size_t align) noexcept {
   if (align) {
     auto next = reinterpret_cast<nothrow_new_aligned>(
-        dlsym(RTLD_NEXT, "_ZnwmSt11align_val_tRKSt9nothrow_t"));
+        libstdcxx_symbol("_ZnwmSt11align_val_tRKSt9nothrow_t"));
     return next ? next(size, std::align_val_t(align), std::nothrow_t{})
                 : nullptr;
   }
   auto next =
-      reinterpret_cast<nothrow_new>(dlsym(RTLD_NEXT, "_ZnwmRKSt9nothrow_t"));
+      reinterpret_cast<nothrow_new>(libstdcxx_symbol("_ZnwmRKSt9nothrow_t"));
   return next ? next(size, std::nothrow_t{}) : nullptr;
 }
 
