@@ -91,7 +91,7 @@ static inline long bench_rss_kb(void) {
   return strtol(p, NULL, 10) * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-static inline _Noreturn void bench_die(const char *fmt, ...) {
+__attribute__((noreturn)) static inline void bench_die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fputs("bench: ", stderr);

@@ -65,6 +65,8 @@ foreach(alloc IN LISTS BENCH_ALLOCATORS)
                 --expect "left_kb=-?[0-9]+"
                 COMMAND $<TARGET_FILE:bench_threads_${alloc}> ${shape} 3 ${shape_iters} --wait-ms=20)
   endforeach()
+  bench_smoke(cxx_${alloc} CHECK ${req} --require workload=cxx --require iters=20000
+              COMMAND $<TARGET_FILE:bench_cxx_${alloc}> 20000 2000)
   bench_smoke(soak_${alloc} CHECK ${req} --expect "^Sample t=[0-9.]+ ops=[0-9]+ ops_per_s=[0-9]+ rss_kb=[0-9]+$"
               COMMAND $<TARGET_FILE:bench_soak_${alloc}> 0.6 0.2)
   if(TARGET micro_${alloc})

@@ -1,5 +1,5 @@
 # Installation: headers, both libraries, the CMake package and hakmem.pc.
-install(TARGETS hakmem hakmem_shared EXPORT hakmemTargets
+install(TARGETS hakmem hakmem_cxx hakmem_cxx_whole hakmem_shared EXPORT hakmemTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(FILES libhak-core/include/hakmem.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hakmem)

@@ -23,34 +23,74 @@ extern "C" {
 #endif
 
 #define HAKMEM_API __attribute__((visibility("default")))
+/* None of them throws: C++ callers need no exception table around them. */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define HAKMEM_NOEXCEPT noexcept
+#else
+#define HAKMEM_NOEXCEPT
+#endif
 #define HAKMEM_VERSION_MAJOR 0
 #define HAKMEM_VERSION_MINOR 1
 
-HAKMEM_API void *hak_malloc(size_t size) __attribute__((malloc, alloc_size(1)));
-HAKMEM_API void hak_free(void *ptr);
+HAKMEM_API void *hak_malloc(size_t size) HAKMEM_NOEXCEPT
+    __attribute__((malloc, alloc_size(1)));
+HAKMEM_API void hak_free(void *ptr) HAKMEM_NOEXCEPT;
 /* Frees ptr, whose requested size the caller states (size may be any value
  * between the requested size and hak_usable_size(ptr)). */
-HAKMEM_API void hak_free_sized(void *ptr, size_t size);
-HAKMEM_API void *hak_calloc(size_t count, size_t size)
+HAKMEM_API void hak_free_sized(void *ptr, size_t size) HAKMEM_NOEXCEPT;
+HAKMEM_API void *hak_calloc(size_t count, size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(1, 2)));
-HAKMEM_API void *hak_realloc(void *ptr, size_t size) __attribute__((alloc_size(2)));
-HAKMEM_API void *hak_reallocarray(void *ptr, size_t count, size_t size);
-HAKMEM_API int hak_posix_memalign(void **out, size_t alignment, size_t size);
-HAKMEM_API void *hak_aligned_alloc(size_t alignment, size_t size)
+HAKMEM_API void *hak_realloc(void *ptr, size_t size) HAKMEM_NOEXCEPT
+    __attribute__((alloc_size(2)));
+HAKMEM_API void *hak_reallocarray(void *ptr, size_t count,
+                                  size_t size) HAKMEM_NOEXCEPT;
+HAKMEM_API int hak_posix_memalign(void **out, size_t alignment,
+                                  size_t size) HAKMEM_NOEXCEPT;
+HAKMEM_API void *hak_aligned_alloc(size_t alignment,
+                                   size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(2)));
-HAKMEM_API void *hak_memalign(size_t alignment, size_t size)
+HAKMEM_API void *hak_memalign(size_t alignment, size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(2)));
-HAKMEM_API void *hak_valloc(size_t size) __attribute__((malloc));
-HAKMEM_API void *hak_pvalloc(size_t size) __attribute__((malloc));
+HAKMEM_API void *hak_valloc(size_t size) HAKMEM_NOEXCEPT
+    __attribute__((malloc));
+HAKMEM_API void *hak_pvalloc(size_t size) HAKMEM_NOEXCEPT
+    __attribute__((malloc));
 /* Bytes usable in the block at ptr (>= the size asked for); 0 for NULL. */
-HAKMEM_API size_t hak_usable_size(const void *ptr);
+HAKMEM_API size_t hak_usable_size(const void *ptr) HAKMEM_NOEXCEPT;
 
 /* Prints the statistics report to stderr now (text, or JSON when
  * HAKMEM_STATS=json).  Counters exist in the standard build (system calls)
  * and the observe build (every path); the fast build prints a note. */
-HAKMEM_API void hak_stats_print(void);
+HAKMEM_API void hak_stats_print(void) HAKMEM_NOEXCEPT;
 /* Fills buf with the report (JSON when json != 0); returns its length. */
-HAKMEM_API size_t hak_stats_report(char *buf, size_t size, int json);
+HAKMEM_API size_t hak_stats_report(char *buf, size_t size,
+                                   int json) HAKMEM_NOEXCEPT;
+
+/* ---- the C library's malloc extensions (glibc's <malloc.h>) --------------
+ * libhakmem.so also exports malloc_trim, mallinfo2, mallinfo, malloc_stats,
+ * malloc_info and mallopt, built on these (docs/CONFIG.md: the mapping). */
+
+/* Memory held by hakmem, from its own accounting, summed when asked (no
+ * counter on a fast path).  Exact for the calling thread's blocks; blocks
+ * that other threads keep in their per-thread lists count as in use. */
+struct hak_memory_info {
+  size_t in_use;       /* bytes of the blocks in use, each at its block size */
+  size_t free;         /* bytes free in hakmem's caches that may be resident:
+                          free blocks of slabs in use, free slabs and regions
+                          kept for the purge delay */
+  size_t mapped;       /* bytes of address space mapped (in use and cached) */
+  size_t mapped_peak;  /* the most mapped at once so far */
+  size_t large_blocks; /* blocks above 256 KiB in use (a region each) */
+  size_t large_bytes;  /* their bytes (part of in_use) */
+};
+HAKMEM_API void hak_memory_info(struct hak_memory_info *info) HAKMEM_NOEXCEPT;
+/* Gives back to the kernel what hakmem's caches hold beyond pad bytes (the
+ * calling thread's lists first go back to their slabs); returns 1 if memory
+ * was given back, 0 if not (malloc_trim). */
+HAKMEM_API int hak_trim(size_t pad) HAKMEM_NOEXCEPT;
+/* mallopt: 1 when the option has a hakmem meaning and the value was taken,
+ * 0 otherwise (docs/CONFIG.md lists which). */
+HAKMEM_API int hak_mallopt(int param, int value) HAKMEM_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -8,12 +8,18 @@
  * free needs no size: the region header at (p & ~(4 MiB - 1)) names the tier.
  */
 #include "core_internal.h"
+#include "cxx_entry.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+/* new.cpp's; weak, so that a C program linking the static library needs
+ * no C++ runtime (only new.cpp's operators call hak_new, and they come
+ * with it). */
+#pragma weak hak_new_failed
 
 int hak_initialized;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -51,10 +57,8 @@ static void on_stats_signal(int sig) {
   print_report(true);
 }
 
-static void init_once_body(void) {
-  hak_tiny_init(); /* the secret the mid tier's lists are encoded with */
-  if (HAK_GATE_ENV_CONFIG)
-    hak_config_load(&hak_config);
+/* Hands the configuration to the layers (start-up, mallopt). */
+void hak_config_apply(void) {
   struct hak_os_config os = hak_os_default_config();
   os.superslab_cache = hak_config.superslab_cache;
   os.superslab_reserve = hak_config.superslab_reserve;
@@ -71,7 +75,14 @@ static void init_once_body(void) {
                                  .purge_delay_ms = hak_config.purge_delay_ms,
                                  .audit_lists = hak_config.checks >= 2};
   hak_tiny_configure(&tiny);
-  hak_mid_configure(hak_config.purge_delay_ms);
+  hak_mid_configure(hak_config.purge_delay_ms, hak_config.mid_dirty_slabs);
+}
+
+static void init_once_body(void) {
+  hak_tiny_init(); /* the secret the mid tier's lists are encoded with */
+  if (HAK_GATE_ENV_CONFIG)
+    hak_config_load(&hak_config);
+  hak_config_apply();
   pthread_key_create(&exit_key, on_thread_exit);
   /* The child's only thread is the one that took every lock in fork_prepare:
    * it releases them as the parent does (re-creating a held mutex would be
@@ -441,6 +452,211 @@ void *hak_valloc(size_t size) {
 }
 void *hak_pvalloc(size_t size) { ALIGNED_ENTRY(pvalloc_impl(size)); }
 
+/* ---- C++'s operator new and delete (new.cpp) -------------------------------
+ * new is malloc that never returns NULL: the failure goes to new.cpp, which
+ * runs the new_handler loop and throws.  Sized delete knows the block's
+ * size: in the fast build a tiny size sends the block to the tiny front
+ * without the region map (operator new(n) of n <= 1 KiB always gives a tiny
+ * block); the checked builds compare the size with the block instead. */
+
+HAK_HOT_ENTRY void *hak_new(size_t size) {
+  VG_ENTER();
+  void *p = malloc_impl(size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, 0, false);
+  return p;
+}
+
+void *hak_new_nothrow(size_t size) {
+  VG_ENTER();
+  void *p = malloc_impl(size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, 0, true);
+  return p;
+}
+
+static void *new_aligned_impl(size_t size, size_t align) {
+  if (!power_of_two(align)) { /* undefined for C++; refused as exhaustion */
+    errno = EINVAL;
+    return NULL;
+  }
+  VG_ENTER();
+  void *p = malloc_aligned(align, size);
+  VG_ALLOC(p, 0);
+  VG_LEAVE();
+  return p;
+}
+
+void *hak_new_aligned(size_t size, size_t align) {
+  void *p = new_aligned_impl(size, align);
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, align, false);
+  return p;
+}
+
+void *hak_new_aligned_nothrow(size_t size, size_t align) {
+  void *p = new_aligned_impl(size, align);
+  if (HAK_UNLIKELY(p == NULL))
+    return hak_new_failed(size, align, true);
+  return p;
+}
+
+/* Checked builds: how far p lies into the block that holds it (0: its
+ * start), SIZE_MAX when that cannot be told (free then reports it). */
+static size_t block_offset(const void *p, enum hak_region_kind kind) {
+  if (kind == HAK_REGION_MID)
+    return hak_mid_block_offset(p);
+  if (kind != HAK_REGION_TINY)
+    return SIZE_MAX;
+  const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
+  size_t off = (uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1);
+  if (__atomic_load_n(&s->owner, __ATOMIC_RELAXED) == HAK_TINY_OWNER_NONE ||
+      off >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
+    return SIZE_MAX;
+  return off % s->block_size;
+}
+
+static HAK_COLD __attribute__((noreturn)) void
+delete_mismatch(const char *func, const void *p, size_t size, size_t align,
+                size_t usable) {
+  char msg[256];
+  int n = snprintf(msg, sizeof msg,
+                   "hakmem: %s(): new/delete size mismatch: %p: deleted with "
+                   "size %zu (alignment %zu), but the block is of %zu bytes "
+                   "(new gives that for another size)\n",
+                   func, p, size, align ? align : 16, usable);
+  hak_os_write_stderr(msg, n > 0 ? (size_t)n : 0);
+  hak_os_abort();
+}
+
+/* What new(size) (align 0 or up to 16) or new(size, align) asked malloc
+ * for: the size, rounded up to the alignment (size 0: 1).  SIZE_MAX when
+ * that overflows (no such block exists). */
+static inline size_t new_request(size_t size, size_t align) {
+  size_t n = size ? size : 1;
+  if (align <= 16)
+    return n;
+  size_t rounded = (n + align - 1) & ~(align - 1);
+  return rounded < n ? SIZE_MAX : rounded;
+}
+
+/* Whether the mid or large block p (a block start, usable bytes) is one
+ * that new(size) or new(size, align) hands out. */
+static bool size_fits_block(enum hak_region_kind kind, size_t size,
+                            size_t align, size_t usable) {
+  size_t n = new_request(size, align);
+  if (n <= HAK_TINY_MAX || size > usable)
+    return false;
+  if (align > 16)
+    return true; /* the first class (or tier) that holds it aligned */
+  if (kind == HAK_REGION_MID)
+    return n <= HAK_MID_MAX && hak_mid_good_size(n) == usable;
+  return n > HAK_MID_MAX;
+}
+
+/* A sized delete of a pointer that is not a block start: new[] of a type
+ * with a destructor stores the count in front of the array, so delete (not
+ * delete[]) hands back the array's address, one word into the block.
+ * Anything else is free's to report. */
+static HAK_COLD void
+delete_not_block_start(const void *p, enum hak_region_kind kind, bool array) {
+  if (!array && block_offset(p, kind) == sizeof(size_t))
+    hak_misuse("operator delete",
+               "pointer one word into a block: an array from new[] freed "
+               "with delete (use delete[])",
+               p);
+}
+
+/* The check of the tiers above tiny, out of line. */
+static HAK_COLD void check_delete_other(void *p, enum hak_region_kind kind,
+                                        size_t size, size_t align, bool array) {
+  size_t usable;
+  if (((uintptr_t)p & HAK_SUPERSLAB_MASK) == 0)
+    return; /* over-aligned (the large tier's table): free checks it */
+  switch (kind) {
+  case HAK_REGION_MID:
+    if (hak_mid_block_offset(p) != 0) {
+      delete_not_block_start(p, kind, array);
+      return;
+    }
+    usable = hak_mid_usable_size(p);
+    break;
+  case HAK_REGION_LARGE:
+  case HAK_REGION_LARGE_TAIL:
+    usable = hak_large_usable_size(p, array ? "operator delete[]"
+                                            : "operator delete");
+    break;
+  default:
+    return; /* not hakmem's, or cached: free reports it */
+  }
+  if (!size_fits_block(kind, size, align, usable))
+    delete_mismatch(array ? "operator delete[]" : "operator delete", p, size,
+                    align, usable);
+}
+
+/* The checked builds' sized delete: a size that is not the block's aborts
+ * with both sizes named; a pointer that is no block start is left to
+ * delete_not_block_start and free.  A tiny block costs what free's own
+ * checks do: the block-start multiply, and the class of the size against
+ * the slab's (the line free reads anyway).  Then the block is freed as
+ * free would, without reading the region map again. */
+static inline __attribute__((always_inline)) void
+checked_delete(void *p, size_t size, size_t align, bool array) {
+  enum hak_region_kind kind = hak_os_kind_checked(p);
+  if (HAK_LIKELY(kind == HAK_REGION_TINY) &&
+      ((uintptr_t)p & HAK_SUPERSLAB_MASK) != 0) {
+    const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
+    if (HAK_LIKELY(hak_tiny_is_block_start(s, p))) {
+      size_t n = new_request(size, align);
+      if (HAK_UNLIKELY(n - 1 >= HAK_TINY_MAX || hak_tiny_class(n) != s->cls))
+        delete_mismatch(array ? "operator delete[]" : "operator delete", p,
+                        size, align, s->block_size);
+    } else {
+      delete_not_block_start(p, kind, array);
+    }
+    hak_tiny_free(p); /* reports what is left (a double free) */
+    return;
+  }
+  if (p)
+    check_delete_other(p, kind, size, align, array);
+  free_other(p, kind);
+}
+
+static inline __attribute__((always_inline)) void
+delete_impl(void *p, size_t size, size_t align, bool array) {
+  VG_ENTER();
+  VG_FREE(p);
+  if (HAK_GATE_CHECK_DELETE_SIZE) {
+    checked_delete(p, size, align, array);
+    VG_LEAVE();
+    return;
+  }
+  size_t n = size;
+  if (align > 16) /* what new(size, align) rounded up to (size 0: 1) */
+    n = ((size ? size : 1) + align - 1) & ~(align - 1);
+  if (HAK_LIKELY(n - 1 < HAK_TINY_MAX && p != NULL)) /* size 0 wraps */
+    hak_tiny_free(p);
+  else
+    free_impl(p);
+  VG_LEAVE();
+}
+
+HAK_HOT_ENTRY void hak_delete_sized(void *p, size_t size) {
+  delete_impl(p, size, 0, false);
+}
+
+void hak_delete_array_sized(void *p, size_t size) {
+  delete_impl(p, size, 0, true);
+}
+
+void hak_delete_aligned(void *p, size_t size, size_t align, bool array) {
+  delete_impl(p, size, align, array);
+}
+
 /* ---- the C library's names (libhakmem.so only) ----------------------------
  * Aliases, not wrappers: malloc is hak_malloc, one symbol. */
 #ifdef HAK_OVERRIDE
@@ -466,6 +682,23 @@ size_t malloc_usable_size(void *p) HAK_EXPORT_AS(hak_usable_size);
 void free_sized(void *p, size_t size) HAK_EXPORT_AS(hak_free_sized);
 /* glibc's historical alias, still called by some old binaries. */
 void cfree(void *p) HAK_EXPORT_AS(hak_free);
+/* glibc's internal names, which it exports and which some programs call to
+ * reach "the real malloc" (allocation hooks, wrappers of malloc that look
+ * it up): under LD_PRELOAD they would otherwise hand out glibc's blocks,
+ * which hakmem's free does not know. */
+void *__libc_malloc(size_t size) __attribute__((malloc, alloc_size(1)))
+HAK_EXPORT_AS(hak_malloc);
+void __libc_free(void *p) HAK_EXPORT_AS(hak_free);
+void *__libc_calloc(size_t count, size_t size)
+    __attribute__((malloc, alloc_size(1, 2))) HAK_EXPORT_AS(hak_calloc);
+void *__libc_realloc(void *p, size_t size) __attribute__((alloc_size(2)))
+HAK_EXPORT_AS(hak_realloc);
+void *__libc_memalign(size_t align, size_t size)
+    __attribute__((malloc, alloc_size(2))) HAK_EXPORT_AS(hak_memalign);
+void *__libc_valloc(size_t size) __attribute__((malloc))
+HAK_EXPORT_AS(hak_valloc);
+void *__libc_pvalloc(size_t size) __attribute__((malloc))
+HAK_EXPORT_AS(hak_pvalloc);
 #endif
 
 /* ---- statistics --------------------------------------------------------- */

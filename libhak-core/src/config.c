@@ -17,6 +17,7 @@
       .huge_cache_mb = 512,                                                   \
       .thp = false,                                                           \
       .tiny_dirty_slabs = 1024,                                               \
+      .mid_dirty_slabs = 64,                                                  \
       .purge_delay_ms = 10,                                                   \
       .mid_cache_kb = 128,                                                    \
       .stats_signal = 0,                                                      \

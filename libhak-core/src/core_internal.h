@@ -20,6 +20,7 @@ struct hak_config {
   size_t huge_cache_mb;     /* HAKMEM_HUGE_CACHE_MB */
   bool thp;                 /* HAKMEM_THP */
   unsigned tiny_dirty_slabs;/* HAKMEM_TINY_DIRTY_SLABS */
+  unsigned mid_dirty_slabs; /* free mid slabs kept resident at most (mallopt) */
   unsigned purge_delay_ms;  /* HAKMEM_PURGE_DELAY_MS */
   size_t mid_cache_kb;      /* HAKMEM_MID_CACHE_KB, per class and thread */
   size_t stats_signal;      /* HAKMEM_STATS_SIGNAL: print the report on it */
@@ -35,6 +36,9 @@ HAK_INTERNAL extern struct hak_config hak_config;
  * values; does nothing in the fast build. */
 HAK_INTERNAL void hak_config_load(struct hak_config *cfg);
 HAK_INTERNAL void hak_config_defaults(struct hak_config *cfg);
+/* Hands hak_config to the layers (their bounds and delays): at start-up,
+ * and again when mallopt changes it. */
+HAK_INTERNAL void hak_config_apply(void);
 
 /* Start-up: configuration, fork handlers.  Idempotent and cheap to call
  * again; called from a constructor and from the slow paths, whichever runs
@@ -80,8 +84,10 @@ HAK_INTERNAL __attribute__((noreturn)) void hak_misuse(const char *func,
 #define HAK_MID_SLABS (HAK_SUPERSLAB_SIZE / HAK_MID_SLAB_SIZE)
 #define HAK_MID_HEADER ((size_t)64 << 10) /* slab 0 starts past the header */
 
-/* The purge delay of free mid slabs (start-up, tests). */
-HAK_INTERNAL void hak_mid_configure(unsigned purge_delay_ms);
+/* The purge delay of free mid slabs, and how many may keep their pages
+ * whatever the delay (start-up, mallopt, tests). */
+HAK_INTERNAL void hak_mid_configure(unsigned purge_delay_ms,
+                                    unsigned dirty_limit);
 HAK_INTERNAL void *hak_mid_malloc(size_t size);
 /* calloc's mid block: clears only what may be non-zero. */
 HAK_INTERNAL void *hak_mid_calloc(size_t size);
@@ -90,10 +96,27 @@ HAK_INTERNAL void *hak_mid_calloc(size_t size);
 HAK_INTERNAL void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits);
 HAK_INTERNAL void hak_mid_free(void *p);
 HAK_INTERNAL size_t hak_mid_usable_size(const void *p);
+/* The block size of the class of a mid size (what malloc(size) gives). */
+HAK_INTERNAL size_t hak_mid_good_size(size_t size);
+/* How far p lies into the carved block that holds it (0: its start), or
+ * SIZE_MAX when no block of a slab in use holds it (checked paths). */
+HAK_INTERNAL size_t hak_mid_block_offset(const void *p);
 /* Free mid slabs whose pages are still resident (waiting for the purge
  * delay), for tests. */
 HAK_INTERNAL unsigned hak_mid_dirty_slabs(void);
 HAK_INTERNAL void hak_mid_thread_exit(void);
+/* Bytes of the mid tier (as hak_tiny_usage): in use, counted from the
+ * slabs' counts less the calling thread's lists (other threads' lists
+ * count as in use); free: the rest of the carved blocks and the dirty free
+ * slabs. */
+struct hak_mid_usage {
+  size_t in_use;
+  size_t free;
+};
+HAK_INTERNAL struct hak_mid_usage hak_mid_usage(void);
+/* malloc_trim: the calling thread's lists go back to the slabs, and the
+ * free slabs kept for the delay are decommitted; returns bytes given back. */
+HAK_INTERNAL size_t hak_mid_trim(void);
 HAK_INTERNAL void hak_mid_fork_prepare(void);
 HAK_INTERNAL void hak_mid_fork_parent(void);
 
@@ -127,6 +150,8 @@ HAK_INTERNAL void hak_large_release(void);
 /* The same when libhak-os runs out (its reclaim hook); false if the tier
  * was busy or had nothing to give. */
 HAK_INTERNAL bool hak_large_reclaim(void);
+/* Blocks of the large tier in use: count and bytes (whole pages). */
+HAK_INTERNAL void hak_large_usage(size_t *blocks, size_t *bytes);
 HAK_INTERNAL void hak_large_fork_prepare(void);
 HAK_INTERNAL void hak_large_fork_parent(void);
 

@@ -78,6 +78,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct arena *with_free;               /* arenas with free pages */
 static struct arena *dirty_head, *dirty_tail; /* oldest free first */
 static size_t dirty_bytes, live_bytes, peak_live_bytes;
+static size_t live_blocks; /* mallinfo's count (hak_large_usage) */
 static uint64_t next_due_ms = UINT64_MAX; /* earliest an arena's delay ends */
 
 /* ---- bitmaps --------------------------------------------------------- */
@@ -397,6 +398,7 @@ static void span_take(struct arena *a, size_t i, size_t e, size_t s, size_t n) {
   dirty_bytes -= d * PAGE;
   a->free_pages -= n;
   a->blocks++;
+  live_blocks++;
   live_bytes += n * PAGE;
   if (live_bytes > peak_live_bytes)
     peak_live_bytes = live_bytes;
@@ -784,6 +786,7 @@ static void block_free(struct arena *a, size_t i) {
   guard_clear(a, i);
   span_give(a, i, span_end(a, i));
   a->blocks--;
+  live_blocks--;
   dirty_touch(a, hak_os_clock_ms());
 }
 
@@ -874,6 +877,7 @@ static void *move_block(struct arena *a, size_t i, size_t n) {
   a->dirty_pages -= old;
   dirty_bytes -= old * PAGE;
   a->blocks--;
+  live_blocks--;
   dirty_touch(a, hak_os_clock_ms());
   return page_addr(b, b->first);
 }
@@ -925,6 +929,13 @@ struct hak_large_info hak_large_info(void) {
     info.arenas_dirty++;
   pthread_mutex_unlock(&lock);
   return info;
+}
+
+void hak_large_usage(size_t *blocks, size_t *bytes) {
+  pthread_mutex_lock(&lock);
+  *blocks = live_blocks;
+  *bytes = live_bytes;
+  pthread_mutex_unlock(&lock);
 }
 
 bool hak_large_reclaim(void) {

@@ -161,8 +161,8 @@ static struct hak_os_slabset slabset = {
     HAK_OS_SLABSET_STATE_INIT,
 };
 
-void hak_mid_configure(unsigned purge_delay_ms) {
-  hak_os_slabset_configure(&slabset, slabset.dirty_limit, purge_delay_ms);
+void hak_mid_configure(unsigned purge_delay_ms, unsigned dirty_limit) {
+  hak_os_slabset_configure(&slabset, dirty_limit, purge_delay_ms);
 }
 
 static struct mid_slab *slab_new(unsigned cls) {
@@ -491,6 +491,22 @@ void hak_mid_free(void *p) {
 
 size_t hak_mid_usable_size(const void *p) { return slab_of(p)->block_size; }
 
+size_t hak_mid_good_size(size_t size) {
+  return mid_class_size(mid_class(size));
+}
+
+size_t hak_mid_block_offset(const void *p) {
+  const struct mid_slab *s = slab_of(p);
+  if (!__atomic_load_n(&s->in_use, __ATOMIC_RELAXED) ||
+      (const char *)p < s->start)
+    return SIZE_MAX;
+  size_t off = (size_t)((const char *)p - s->start);
+  if (off >=
+      (size_t)__atomic_load_n(&s->carved, __ATOMIC_RELAXED) * s->block_size)
+    return SIZE_MAX;
+  return off % s->block_size;
+}
+
 unsigned hak_mid_dirty_slabs(void) {
   return hak_os_slabset_info(&slabset).slabs_dirty;
 }
@@ -508,6 +524,53 @@ void hak_mid_thread_exit(void) {
     t->limit = 0;
   }
   purge_due();
+}
+
+/* One superslab's part of hak_mid_usage (the set's lock held). */
+static void usage_of_superslab(void *arg,
+                               struct hak_os_slabset_superslab *set_ss,
+                               uint64_t slabs) {
+  struct hak_mid_usage *u = arg;
+  struct mid_superslab *ss = (struct mid_superslab *)set_ss;
+  for (; slabs; slabs &= slabs - 1) {
+    const struct mid_slab *s = &ss->slabs[__builtin_ctzll(slabs)];
+    size_t carved = __atomic_load_n(&s->carved, __ATOMIC_RELAXED);
+    size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+    if (used > carved)
+      used = carved;
+    u->in_use += used * s->block_size;
+    u->free += (carved - used) * s->block_size;
+  }
+}
+
+struct hak_mid_usage hak_mid_usage(void) {
+  struct hak_mid_usage u = {0, 0};
+  hak_os_slabset_walk(&slabset, usage_of_superslab, &u);
+  /* The calling thread's lists hold blocks the slabs count as out. */
+  for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
+    size_t bytes = (size_t)tcache[cls].count * mid_class_size(cls);
+    bytes = bytes < u.in_use ? bytes : u.in_use;
+    u.in_use -= bytes;
+    u.free += bytes;
+  }
+  u.free +=
+      (size_t)hak_os_slabset_info(&slabset).slabs_dirty * HAK_MID_SLAB_SIZE;
+  return u;
+}
+
+size_t hak_mid_trim(void) {
+  /* The calling thread's lists go back to their slabs first, so that the
+   * slabs they emptied are free to give back. */
+  for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
+    struct mid_cache *t = &tcache[cls];
+    if (t->head) {
+      pthread_once(&classes_once, classes_init);
+      put_blocks(cls, t->head);
+    }
+    t->head = NULL;
+    t->count = 0;
+  }
+  return hak_os_slabset_purge_all(&slabset);
 }
 
 void hak_mid_fork_prepare(void) {

@@ -220,6 +220,8 @@ struct hak_os_slabset_superslab {
   /* In the set's list of superslabs with a free slab: the next one, and
    * the pointer (the list's head or the previous one's next) to this one. */
   struct hak_os_slabset_superslab *next, **prev_next;
+  /* In the set's list of all its superslabs (hak_os_slabset_walk). */
+  struct hak_os_slabset_superslab *all_next, **all_prev_next;
 };
 
 struct hak_os_slabset {
@@ -251,6 +253,7 @@ struct hak_os_slabset {
    * callbacks run with it held.  Lock order: this lock, then the caches'. */
   pthread_mutex_t lock;
   struct hak_os_slabset_superslab *with_free; /* superslabs with free slabs */
+  struct hak_os_slabset_superslab *all;       /* every superslab of the set */
   unsigned superslabs, slabs_in_use, slabs_dirty;
   /* Earliest a dirty slab is due; UINT64_MAX: none.  Written under the
    * lock, read without it by hak_os_slabset_purge (relaxed atomics). */
@@ -296,6 +299,28 @@ struct hak_os_slabset_info {
 HAK_INTERNAL struct hak_os_slabset_info
 hak_os_slabset_info(struct hak_os_slabset *set);
 
+/* Calls fn(arg, ss, slabs) for every superslab of the set, slabs: the bits
+ * of its slabs in use, with the set's lock held (so fn must not take a slab
+ * or give one back).  Slow: for queries (mallinfo), never on a hot path. */
+HAK_INTERNAL void hak_os_slabset_walk(
+    struct hak_os_slabset *set,
+    void (*fn)(void *arg, struct hak_os_slabset_superslab *ss, uint64_t slabs),
+    void *arg);
+
+/* Decommits every dirty free slab of the set now, whatever the delay
+ * (malloc_trim); returns the bytes given back. */
+HAK_INTERNAL size_t hak_os_slabset_purge_all(struct hak_os_slabset *set);
+
+/* Gives back what the caches hold beyond `keep` bytes of free resident
+ * memory, oldest first: free superslabs are decommitted (past the reserve,
+ * unmapped), free huge regions unmapped.  Returns the bytes given back. */
+HAK_INTERNAL size_t hak_os_trim(size_t keep);
+
+/* Bytes of address space hakmem has mapped now (regions in use and
+ * cached), and at most so far. */
+HAK_INTERNAL size_t hak_os_mapped_bytes(void);
+HAK_INTERNAL size_t hak_os_mapped_peak(void);
+
 /* Gives back the cached regions whose purge delay has run out.  Every
  * entry into this layer does it anyway; tests call it directly. */
 HAK_INTERNAL void hak_os_purge(void);
@@ -333,6 +358,8 @@ struct hak_os_cache_info {
   unsigned superslabs_decommitted; /* free, mapped, pages given back */
   unsigned huge_regions;
   size_t huge_bytes;
+  size_t
+      superslab_committed_bytes; /* of the free superslabs: may be resident */
 };
 HAK_INTERNAL struct hak_os_cache_info hak_os_cache_info(void);
 

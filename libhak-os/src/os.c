@@ -66,6 +66,27 @@ void hak_os_set_reclaim(bool (*fn)(void)) {
   __atomic_store_n(&reclaim, fn, __ATOMIC_RELEASE);
 }
 
+/* Bytes of the regions mapped now (in use or cached) and the most so far:
+ * mallinfo's and malloc_info's figures.  Atomic: a huge region is resized
+ * without the lock. */
+static size_t mapped_bytes, mapped_peak;
+
+static void count_mapped(size_t add, size_t sub) {
+  size_t now = __atomic_add_fetch(&mapped_bytes, add - sub, __ATOMIC_RELAXED);
+  size_t peak = __atomic_load_n(&mapped_peak, __ATOMIC_RELAXED);
+  while (now > peak &&
+         !__atomic_compare_exchange_n(&mapped_peak, &peak, now, true,
+                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
+size_t hak_os_mapped_bytes(void) {
+  return __atomic_load_n(&mapped_bytes, __ATOMIC_RELAXED);
+}
+size_t hak_os_mapped_peak(void) {
+  return __atomic_load_n(&mapped_peak, __ATOMIC_RELAXED);
+}
+
 struct hak_os_config hak_os_default_config(void) {
   return config;
 }
@@ -297,12 +318,14 @@ static void *map_aligned(size_t size) {
     madvise((void *)a, size, MADV_HUGEPAGE);
   }
   map_set((void *)a, HAK_REGION_CACHED);
+  count_mapped(size, 0);
   return (void *)a;
 }
 
 static void unmap_region(void *base, size_t size) {
   map_set(base, HAK_REGION_NONE);
   sys_munmap(base, size);
+  count_mapped(0, size);
 }
 
 /* ---- the delayed purge ------------------------------------------------ */
@@ -577,6 +600,7 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
   }
   if (new_size < mapped) {
     sys_munmap((char *)base + new_size, mapped - new_size);
+    count_mapped(0, mapped - new_size);
     *new_mapped = new_size;
     return true;
   }
@@ -587,6 +611,7 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
   if (p == MAP_FAILED)
     return false;
   HAK_STAT_SYS(OS_BYTES_MAPPED, new_size - mapped);
+  count_mapped(new_size - mapped, 0);
   *new_mapped = new_size;
   return true;
 }
@@ -642,10 +667,42 @@ void hak_os_release_caches(void) {
   pthread_mutex_unlock(&os_lock);
 }
 
+size_t hak_os_trim(size_t keep) {
+  size_t released = 0;
+  pthread_mutex_lock(&os_lock);
+  /* Huge regions first (they are the most memory per entry and the least
+   * likely to fit the next request), oldest first; then free superslabs,
+   * oldest first, decommitted, and unmapped past the reserve. */
+  while (huge_count && huge_bytes + committed_bytes > keep) {
+    released += huge_cache[0].mapped;
+    unmap_region(huge_cache[0].base, huge_cache[0].mapped);
+    huge_remove(0);
+  }
+  for (unsigned i = 0; i < free_count && committed_bytes > keep; i++) {
+    if (free_superslabs[i].dirty) {
+      released += free_superslabs[i].dirty;
+      superslab_decommit(&free_superslabs[i]);
+    }
+  }
+  unsigned decommitted = free_count - committed_count;
+  if (keep == 0 && decommitted > config.superslab_reserve) {
+    /* The decommitted ones are the oldest: unmap those past the reserve. */
+    unsigned unmap = decommitted - config.superslab_reserve;
+    for (unsigned i = 0; i < unmap; i++)
+      unmap_region(free_superslabs[i].base, HAK_SUPERSLAB_SIZE);
+    free_count -= unmap;
+    memmove(&free_superslabs[0], &free_superslabs[unmap],
+            free_count * sizeof free_superslabs[0]);
+  }
+  pthread_mutex_unlock(&os_lock);
+  return released;
+}
+
 struct hak_os_cache_info hak_os_cache_info(void) {
   pthread_mutex_lock(&os_lock);
-  struct hak_os_cache_info info = {
-      committed_count, free_count - committed_count, huge_count, huge_bytes};
+  struct hak_os_cache_info info = {committed_count,
+                                   free_count - committed_count, huge_count,
+                                   huge_bytes, committed_bytes};
   pthread_mutex_unlock(&os_lock);
   return info;
 }

@@ -134,6 +134,11 @@ static void superslab_adopt(struct hak_os_slabset *set,
     }
   }
   list_push(set, ss);
+  ss->all_next = set->all;
+  if (ss->all_next)
+    ss->all_next->all_prev_next = &ss->all_next;
+  ss->all_prev_next = &set->all;
+  set->all = ss;
   set->superslabs++;
 }
 
@@ -234,6 +239,9 @@ void hak_os_slabset_release(struct hak_os_slabset *set,
     set->slabs_dirty -= (unsigned)__builtin_popcountll(ss->dirty_slabs);
     ss->dirty_slabs = 0;
     list_remove(ss);
+    *ss->all_prev_next = ss->all_next;
+    if (ss->all_next)
+      ss->all_next->all_prev_next = ss->all_prev_next;
     set->superslabs--;
     pthread_mutex_unlock(&set->lock);
     hak_os_superslab_free_dirty(ss, extent);
@@ -266,4 +274,34 @@ struct hak_os_slabset_info hak_os_slabset_info(struct hak_os_slabset *set) {
                                      .slabs_dirty = set->slabs_dirty};
   pthread_mutex_unlock(&set->lock);
   return info;
+}
+
+void hak_os_slabset_walk(struct hak_os_slabset *set,
+                         void (*fn)(void *arg,
+                                    struct hak_os_slabset_superslab *ss,
+                                    uint64_t slabs),
+                         void *arg) {
+  pthread_mutex_lock(&set->lock);
+  for (struct hak_os_slabset_superslab *ss = set->all; ss; ss = ss->all_next)
+    fn(arg, ss, all_slabs(set) & ~ss->free_slabs);
+  pthread_mutex_unlock(&set->lock);
+}
+
+size_t hak_os_slabset_purge_all(struct hak_os_slabset *set) {
+  size_t bytes = 0;
+  pthread_mutex_lock(&set->lock);
+  for (struct hak_os_slabset_superslab *ss = set->with_free; ss;
+       ss = ss->next) {
+    uint64_t dirty = ss->dirty_slabs;
+    ss->dirty_slabs = 0;
+    set->slabs_dirty -= (unsigned)__builtin_popcountll(dirty);
+    for (unsigned first, len; hak_os_next_run(&dirty, &first, &len);) {
+      decommit_slabs(set, ss, first, len);
+      bytes +=
+          ((size_t)len << set->slab_shift) - (first == 0 ? set->header : 0);
+    }
+  }
+  set->next_purge_ms = UINT64_MAX;
+  pthread_mutex_unlock(&set->lock);
+  return bytes;
 }

@@ -45,6 +45,12 @@
 #ifndef HAK_GATE_ENCODE_LINKS
 #define HAK_GATE_ENCODE_LINKS HAK_GATE_CHECKS
 #endif
+/* Sized delete (C++) checks the size against the block's class and reports
+ * a mismatch; without it, a size of a tiny class routes the block to the
+ * tiny front without reading the region map (the size is trusted). */
+#ifndef HAK_GATE_CHECK_DELETE_SIZE
+#define HAK_GATE_CHECK_DELETE_SIZE HAK_GATE_CHECKS
+#endif
 /* System-call counters: cheap (system calls are rare), kept outside fast. */
 #define HAK_GATE_COUNT_SYSCALLS (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
 /* Per-path counters (every malloc and free): the observe build only. */

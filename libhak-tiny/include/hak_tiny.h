@@ -294,4 +294,21 @@ struct hak_tiny_info {
 };
 HAK_INTERNAL struct hak_tiny_info hak_tiny_info(void);
 
+/* Bytes of the tiny front, summed at query time from the slabs' metadata
+ * (mallinfo: nothing is counted on the fast paths).  in_use: blocks out of
+ * the slabs, at their class's size.  Exact for the calling thread (its own
+ * lists are walked); another thread's current slab counts every block it
+ * carved, and a block freed by another thread counts until its owner
+ * collects it.  free: carved blocks not in use, and the free slabs whose
+ * pages are kept (dirty).  Approximate while other threads run. */
+struct hak_tiny_usage {
+  size_t in_use;
+  size_t free;
+};
+HAK_INTERNAL struct hak_tiny_usage hak_tiny_usage(void);
+
+/* Decommits the free slabs kept for the purge delay now (malloc_trim);
+ * returns the bytes given back. */
+HAK_INTERNAL size_t hak_tiny_trim(void);
+
 #endif

@@ -186,6 +186,48 @@ void hak_tiny_purge_due(uint64_t now) {
   hak_os_purge_due(now);
 }
 
+/* One superslab's part of hak_tiny_usage (the set's lock held, so no slab
+ * of it is taken or released meanwhile). */
+static void usage_of_superslab(void *arg,
+                               struct hak_os_slabset_superslab *set_ss,
+                               uint64_t slabs) {
+  struct hak_tiny_usage *u = arg;
+  struct hak_tiny_superslab *ss = (struct hak_tiny_superslab *)set_ss;
+  const struct hak_tiny_heap *h = &hak_tiny_heap;
+  for (; slabs; slabs &= slabs - 1) {
+    const struct hak_tiny_slab *s = &ss->slabs[__builtin_ctzll(slabs)];
+    uint64_t owner = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
+    size_t bs = s->block_size;
+    size_t carved = __atomic_load_n(&s->carved, __ATOMIC_RELAXED) / bs;
+    size_t live;
+    if (h->id && owner == h->id) {
+      /* Our current slab: its free blocks are on our list of the class. */
+      live = carved;
+      for (void *p = h->free[s->cls]; p && live; p = hak_tiny_next(p))
+        live--;
+    } else if ((owner & HAK_TINY_OWNER_IDLE) || owner == HAK_TINY_OWNER_NONE) {
+      /* Partial, full or abandoned: `used` is kept. */
+      live = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+      if (live > carved)
+        live = carved; /* read while its owner changes it */
+    } else {
+      live = carved; /* another thread's current slab */
+    }
+    u->in_use += live * bs;
+    u->free += (carved - live) * bs;
+  }
+}
+
+struct hak_tiny_usage hak_tiny_usage(void) {
+  struct hak_tiny_usage u = {0, 0};
+  hak_os_slabset_walk(&slabset, usage_of_superslab, &u);
+  u.free +=
+      (size_t)hak_os_slabset_info(&slabset).slabs_dirty * HAK_TINY_SLAB_SIZE;
+  return u;
+}
+
+size_t hak_tiny_trim(void) { return hak_os_slabset_purge_all(&slabset); }
+
 void hak_tiny_fork_prepare(void) {
   pthread_mutex_lock(&abandoned_lock);
   pthread_mutex_lock(&slabset.lock);

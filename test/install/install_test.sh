@@ -42,7 +42,7 @@ build)
     -DHAKMEM_BUILD_TESTS=OFF -DHAKMEM_BUILD_BENCH=OFF \
     >"$HAK_BUILD_DIR.configure.log" 2>&1 ||
     { cat "$HAK_BUILD_DIR.configure.log"; fail "configuring hakmem with CMAKE_INSTALL_LIBDIR=$HAK_LIBDIR"; }
-  "$HAK_CMAKE" --build "$HAK_BUILD_DIR" -j 2 --target hakmem hakmem_shared \
+  "$HAK_CMAKE" --build "$HAK_BUILD_DIR" -j 2 --target hakmem hakmem_cxx hakmem_shared \
     >"$HAK_BUILD_DIR.build.log" 2>&1 ||
     { cat "$HAK_BUILD_DIR.build.log"; fail "building hakmem"; }
   echo "built hakmem with CMAKE_INSTALL_LIBDIR=$HAK_LIBDIR"
@@ -57,6 +57,7 @@ stage)
   [ ! -e "$W/stage" ] || fail "the staging directory is still there"
 
   for f in "$HAK_INCLUDEDIR/hakmem/hakmem.h" "$HAK_LIBDIR/libhakmem.a" \
+      "$HAK_LIBDIR/libhakmem_cxx.a" \
       "$HAK_LIBDIR/libhakmem.so" "$HAK_LIBDIR/libhakmem.so.$HAK_VERSION" \
       "$HAK_LIBDIR/cmake/hakmem/hakmemConfig.cmake" \
       "$HAK_LIBDIR/cmake/hakmem/hakmemConfigVersion.cmake" \
@@ -105,7 +106,7 @@ cmake)
     fail "find_package found hakmem in '$found', not in the moved prefix $LIB/cmake/hakmem"
   "$HAK_CMAKE" --build "$B" -j 2 >"$W/downstream-build.log" 2>&1 ||
     { cat "$W/downstream-build.log"; fail "building test/downstream"; }
-  for exe in downstream_static downstream_shared downstream_cxx; do
+  for exe in downstream_static downstream_shared downstream_cxx downstream_cxx_operators; do
     # No LD_LIBRARY_PATH: the shared one finds libhakmem.so by its run path.
     env -u LD_LIBRARY_PATH "$B/$exe" || fail "$exe failed (exit $?)"
   done
