@@ -33,7 +33,7 @@ static void set_delay(unsigned ms) {
   struct hak_tiny_config tiny = {.dirty_slab_limit = 4096,
                                  .purge_delay_ms = ms};
   hak_tiny_configure(&tiny);
-  hak_mid_configure(ms);
+  hak_mid_configure(ms, 64);
   struct hak_os_config os = hak_os_default_config();
   os.purge_delay_ms = ms;
   hak_os_configure(&os);
