@@ -24,7 +24,25 @@ extern "C" {
 
 #define HAKMEM_API __attribute__((visibility("default")))
 #define HAKMEM_VERSION_MAJOR 0
-#define HAKMEM_VERSION_MINOR 1
+#define HAKMEM_VERSION_MINOR 2
+#define HAKMEM_VERSION_PATCH 0
+/* One number that compares in order: 10000 * major + 100 * minor + patch. */
+#define HAKMEM_VERSION                                                        \
+  (HAKMEM_VERSION_MAJOR * 10000 + HAKMEM_VERSION_MINOR * 100 +                \
+   HAKMEM_VERSION_PATCH)
+
+/* The version of the library linked or loaded, as HAKMEM_VERSION: it may
+ * differ from the header's when the shared library was replaced. */
+HAKMEM_API int hak_version(void);
+
+/* Settings a program carries with it, read once at start-up by the
+ * standard and observe builds (the fast build has no run-time settings):
+ * define it in the program, for example
+ *   const char *hakmem_conf = "purge_delay_ms=50,thp=on";
+ * "name=value" pairs separated by commas, names as the HAKMEM_* variables
+ * without the prefix, in any case.  HAKMEM_CONF (same syntax) and then each
+ * HAKMEM_* variable override it.  docs/CONFIG.md lists the settings. */
+extern const char *hakmem_conf;
 
 HAKMEM_API void *hak_malloc(size_t size) __attribute__((malloc, alloc_size(1)));
 HAKMEM_API void hak_free(void *ptr);

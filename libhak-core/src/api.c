@@ -73,8 +73,17 @@ static void init_once_body(void) {
    * it releases them as the parent does (re-creating a held mutex would be
    * undefined behaviour). */
   pthread_atfork(fork_prepare, fork_parent, fork_parent);
-  if (hak_config.stats_signal)
-    hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal);
+  if (hak_config.stats_signal &&
+      !hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal)) {
+    char msg[96];
+    int n = snprintf(msg, sizeof msg,
+                     "hakmem: cannot catch signal %zu (HAKMEM_STATS_SIGNAL); "
+                     "no report on it\n",
+                     hak_config.stats_signal);
+    if (n > 0)
+      hak_os_write_stderr(msg,
+                          (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+  }
   if (hak_config.verbose) {
     /* HAKMEM_VERBOSE: one line with the configuration in force. */
     char msg[320];
@@ -468,6 +477,8 @@ void cfree(void *p) HAK_EXPORT_AS(hak_free);
 #endif
 
 /* ---- statistics --------------------------------------------------------- */
+
+int hak_version(void) { return HAKMEM_VERSION; }
 
 size_t hak_stats_report(char *buf, size_t size, int json) {
   struct hak_stats_snapshot s;

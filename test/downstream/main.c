@@ -42,6 +42,8 @@ int main(void) {
   CHECK(HAKMEM_VERSION_MAJOR == EXPECT_VERSION_MAJOR);
   CHECK(HAKMEM_VERSION_MINOR == EXPECT_VERSION_MINOR);
 #endif
+  /* The library linked is the one the header describes. */
+  CHECK(hak_version() == HAKMEM_VERSION);
 
   /* Where the API comes from. */
   Dl_info info;
