@@ -67,7 +67,12 @@ HAKMEM_API size_t hak_usable_size(const void *ptr);
  * HAKMEM_STATS=json).  Counters exist in the standard build (system calls)
  * and the observe build (every path); the fast build prints a note. */
 HAKMEM_API void hak_stats_print(void);
-/* Fills buf with the report (JSON when json != 0); returns its length. */
+/* Writes the report into buf (one JSON object when json != 0) and returns
+ * the length the whole report needs, not counting the NUL, as snprintf
+ * does: a return of size or more means buf was too small.  A text report is
+ * then cut to size - 1 bytes; a JSON one is left out (buf holds ""), never
+ * cut into something that does not parse.  hak_stats_report(NULL, 0, json)
+ * asks for the length alone. */
 HAKMEM_API size_t hak_stats_report(char *buf, size_t size, int json);
 
 #ifdef __cplusplus

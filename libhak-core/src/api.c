@@ -502,7 +502,7 @@ static void print_report(bool from_signal) {
   hak_stats_set_rss(hak_os_rss_current(), hak_os_rss_peak());
   size_t n = hak_stats_format(&s, hak_config.stats == HAK_REPORT_JSON, buf,
                               sizeof buf);
-  hak_os_write_stderr(buf, n);
+  hak_os_write_stderr(buf, n < sizeof buf ? n : strlen(buf));
 }
 
 void hak_stats_print(void) { print_report(false); }
