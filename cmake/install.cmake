@@ -17,6 +17,11 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/hakmemConfig.cmake
 # of CMAKE_INSTALL_LIBDIR/pkgconfig (lib/pkgconfig, lib/x86_64-linux-gnu/pkgconfig).
 file(RELATIVE_PATH HAKMEM_PC_TO_PREFIX "/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/")
 string(REGEX REPLACE "/$" "" HAKMEM_PC_TO_PREFIX "${HAKMEM_PC_TO_PREFIX}")
-configure_file(cmake/hakmem.pc.in ${CMAKE_CURRENT_BINARY_DIR}/hakmem.pc @ONLY)
-install(FILES ${CMAKE_CURRENT_BINARY_DIR}/hakmem.pc
-  DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+# hakmem.pc: the static hak_* library, named by path so that a plain
+# `cc $(pkg-config --libs hakmem)` cannot pick the .so instead.
+# hakmem-shared.pc: libhakmem.so, with the run path to find it.
+foreach(pc hakmem hakmem-shared)
+  configure_file(cmake/${pc}.pc.in ${CMAKE_CURRENT_BINARY_DIR}/${pc}.pc @ONLY)
+  install(FILES ${CMAKE_CURRENT_BINARY_DIR}/${pc}.pc
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endforeach()

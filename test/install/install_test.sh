@@ -12,7 +12,9 @@
 #   cmake      configure, build and run test/downstream against the moved
 #              prefix (find_package(hakmem CONFIG), static, shared and C++).
 #   pkgconfig  compile test/downstream/main.c with the flags pkg-config gives
-#              for the moved prefix, shared and static, and run both.
+#              for the moved prefix: hakmem (static hak_* library, also with
+#              --static) and hakmem-shared (libhakmem.so and its run path),
+#              and run each without LD_LIBRARY_PATH.
 # Environment (set by test/install/CMakeLists.txt): HAK_CMAKE, HAK_BUILD_DIR,
 # HAK_SOURCE_DIR, HAK_WORK, HAK_LIBDIR, HAK_INCLUDEDIR, HAK_VERSION, HAK_CC,
 # HAK_CXX, HAK_GENERATOR, HAK_MAKE_PROGRAM, HAK_SAN_FLAGS (the sanitizer
@@ -61,7 +63,7 @@ stage)
       "$HAK_LIBDIR/cmake/hakmem/hakmemConfig.cmake" \
       "$HAK_LIBDIR/cmake/hakmem/hakmemConfigVersion.cmake" \
       "$HAK_LIBDIR/cmake/hakmem/hakmemTargets.cmake" \
-      "$HAK_LIBDIR/pkgconfig/hakmem.pc"; do
+      "$HAK_LIBDIR/pkgconfig/hakmem.pc" "$HAK_LIBDIR/pkgconfig/hakmem-shared.pc"; do
     [ -e "$P/$f" ] || fail "not installed: $f"
   done
   # Only the public header: the layers' headers are internal.
@@ -125,22 +127,22 @@ pkgconfig)
   main=$HAK_SOURCE_DIR/test/downstream/main.c
   strict="-std=c11 -Wall -Wextra -Wpedantic -Werror"
 
-  # As pkg-config gives it: -lhakmem, which the linker takes as the .so.
+  # hakmem.pc: the static archive, with a plain compiler command (and with
+  # --static, which must give the same).
+  for how in "" --static; do
+    # shellcheck disable=SC2046,SC2086
+    "$HAK_CC" $strict $SAN -DEXPECT_SHARED=0 "$main" -o "$W/pc_static" \
+      $(pkg-config $how --cflags --libs hakmem) -ldl || fail "pkg-config $how hakmem build"
+    env -u LD_LIBRARY_PATH "$W/pc_static" || fail "pc_static ($how) failed"
+  done
+
+  # hakmem-shared.pc: libhakmem.so, found at run time through the run path
+  # the .pc file gives (no LD_LIBRARY_PATH).
+  pkg-config --exists --print-errors hakmem-shared || fail "pkg-config does not find hakmem-shared"
   # shellcheck disable=SC2046,SC2086
   "$HAK_CC" $strict $SAN -DEXPECT_SHARED=1 "$main" -o "$W/pc_shared" \
-    $(pkg-config --cflags --libs hakmem) -ldl || fail "pkg-config shared build"
-  LD_LIBRARY_PATH=$LIB "$W/pc_shared" || fail "pc_shared failed"
-
-  # Static: the archive, plus the private libraries pkg-config lists.
-  libs=""
-  for t in $(pkg-config --static --libs hakmem); do
-    [ "$t" = "-lhakmem" ] && t="-Wl,-Bstatic -lhakmem -Wl,-Bdynamic"
-    libs="$libs $t"
-  done
-  # shellcheck disable=SC2046,SC2086
-  "$HAK_CC" $strict $SAN -DEXPECT_SHARED=0 "$main" -o "$W/pc_static" \
-    $(pkg-config --cflags hakmem) $libs -ldl || fail "pkg-config static build"
-  env -u LD_LIBRARY_PATH "$W/pc_static" || fail "pc_static failed"
+    $(pkg-config --cflags --libs hakmem-shared) -ldl || fail "pkg-config shared build"
+  env -u LD_LIBRARY_PATH "$W/pc_shared" || fail "pc_shared failed"
   ;;
 
 *)
