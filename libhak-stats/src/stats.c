@@ -131,7 +131,10 @@ void hak_stats_set_class_sizes(const uint32_t *sizes, unsigned n) {
 
 void hak_stats_set_rss(uint64_t current_bytes, uint64_t peak_bytes) {
   rss_current = current_bytes;
-  rss_peak = peak_bytes;
+  /* The kernel updates its high-water mark lazily (VmHWM lags VmRSS by up
+   * to a scheduler tick's page faults), so a peak read just after the
+   * current size can be the smaller: the peak is at least what is there. */
+  rss_peak = peak_bytes > current_bytes ? peak_bytes : current_bytes;
 }
 
 static const char *const names[HAK_STAT_COUNT] = {

@@ -618,6 +618,14 @@ static void test_format_json(void **state) {
   /* Nothing but these members. */
   assert_int_equal(j.n_members, 1 + HAK_STAT_COUNT + 2 + 2);
 
+  /* A peak read below the current size (the kernel's high-water mark lags)
+   * is reported as the current size: the peak is never the smaller. */
+  hak_stats_set_rss(5000000, 4000000);
+  hak_stats_format(&s, 1, big, sizeof big);
+  parse_one_object(&j, big);
+  assert_int_equal(member_u64(&j, "rss.current"), 5000000);
+  assert_int_equal(member_u64(&j, "rss.peak"), 5000000);
+
   /* An all-zero snapshot is one valid object too. */
   memset(&s, 0, sizeof s);
   hak_stats_set_rss(0, 0);
