@@ -30,7 +30,25 @@ extern "C" {
 #define HAKMEM_NOEXCEPT
 #endif
 #define HAKMEM_VERSION_MAJOR 0
-#define HAKMEM_VERSION_MINOR 1
+#define HAKMEM_VERSION_MINOR 2
+#define HAKMEM_VERSION_PATCH 0
+/* One number that compares in order: 10000 * major + 100 * minor + patch. */
+#define HAKMEM_VERSION                                                        \
+  (HAKMEM_VERSION_MAJOR * 10000 + HAKMEM_VERSION_MINOR * 100 +                \
+   HAKMEM_VERSION_PATCH)
+
+/* The version of the library linked or loaded, as HAKMEM_VERSION: it may
+ * differ from the header's when the shared library was replaced. */
+HAKMEM_API int hak_version(void) HAKMEM_NOEXCEPT;
+
+/* Settings a program carries with it, read once at start-up by the
+ * standard and observe builds (the fast build has no run-time settings):
+ * define it in the program, for example
+ *   const char *hakmem_conf = "purge_delay_ms=50,thp=on";
+ * "name=value" pairs separated by commas, names as the HAKMEM_* variables
+ * without the prefix, in any case.  HAKMEM_CONF (same syntax) and then each
+ * HAKMEM_* variable override it.  docs/CONFIG.md lists the settings. */
+extern const char *hakmem_conf;
 
 HAKMEM_API void *hak_malloc(size_t size) HAKMEM_NOEXCEPT
     __attribute__((malloc, alloc_size(1)));
@@ -62,7 +80,12 @@ HAKMEM_API size_t hak_usable_size(const void *ptr) HAKMEM_NOEXCEPT;
  * HAKMEM_STATS=json).  Counters exist in the standard build (system calls)
  * and the observe build (every path); the fast build prints a note. */
 HAKMEM_API void hak_stats_print(void) HAKMEM_NOEXCEPT;
-/* Fills buf with the report (JSON when json != 0); returns its length. */
+/* Writes the report into buf (one JSON object when json != 0) and returns
+ * the length the whole report needs, not counting the NUL, as snprintf
+ * does: a return of size or more means buf was too small.  A text report is
+ * then cut to size - 1 bytes; a JSON one is left out (buf holds ""), never
+ * cut into something that does not parse.  hak_stats_report(NULL, 0, json)
+ * asks for the length alone. */
 HAKMEM_API size_t hak_stats_report(char *buf, size_t size,
                                    int json) HAKMEM_NOEXCEPT;
 

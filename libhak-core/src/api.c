@@ -88,8 +88,17 @@ static void init_once_body(void) {
    * it releases them as the parent does (re-creating a held mutex would be
    * undefined behaviour). */
   pthread_atfork(fork_prepare, fork_parent, fork_parent);
-  if (hak_config.stats_signal)
-    hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal);
+  if (hak_config.stats_signal &&
+      !hak_os_on_signal((int)hak_config.stats_signal, on_stats_signal)) {
+    char msg[96];
+    int n = snprintf(msg, sizeof msg,
+                     "hakmem: cannot catch signal %zu (HAKMEM_STATS_SIGNAL); "
+                     "no report on it\n",
+                     hak_config.stats_signal);
+    if (n > 0)
+      hak_os_write_stderr(msg,
+                          (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+  }
   if (hak_config.verbose) {
     /* HAKMEM_VERBOSE: one line with the configuration in force. */
     char msg[320];
@@ -703,6 +712,8 @@ HAK_EXPORT_AS(hak_pvalloc);
 
 /* ---- statistics --------------------------------------------------------- */
 
+int hak_version(void) { return HAKMEM_VERSION; }
+
 size_t hak_stats_report(char *buf, size_t size, int json) {
   struct hak_stats_snapshot s;
   hak_stats_snapshot(&s);
@@ -725,7 +736,7 @@ static void print_report(bool from_signal) {
   hak_stats_set_rss(hak_os_rss_current(), hak_os_rss_peak());
   size_t n = hak_stats_format(&s, hak_config.stats == HAK_REPORT_JSON, buf,
                               sizeof buf);
-  hak_os_write_stderr(buf, n);
+  hak_os_write_stderr(buf, n < sizeof buf ? n : strlen(buf));
 }
 
 void hak_stats_print(void) { print_report(false); }

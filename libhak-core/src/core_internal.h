@@ -14,7 +14,7 @@ enum { HAK_REPORT_OFF = 0, HAK_REPORT_TEXT = 1, HAK_REPORT_JSON = 2 };
 
 struct hak_config {
   int stats;                /* HAKMEM_STATS: report at exit */
-  int verbose;              /* HAKMEM_VERBOSE */
+  bool verbose;             /* HAKMEM_VERBOSE */
   unsigned superslab_cache; /* HAKMEM_SUPERSLAB_CACHE */
   unsigned superslab_reserve;
   size_t huge_cache_mb;     /* HAKMEM_HUGE_CACHE_MB */

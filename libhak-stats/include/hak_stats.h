@@ -213,7 +213,10 @@ HAK_INTERNAL void hak_stats_fork_child(void);
 /* Name of a counter, for reports. */
 HAK_INTERNAL const char *hak_stats_name(enum hak_stat id);
 /* Formats a snapshot as a text table (json == 0) or one JSON object into
- * buf; returns the length written (truncated to n - 1).  Formatting only:
+ * buf; returns the length the whole report needs, as snprintf does.  When
+ * that is n or more, text is cut to n - 1 bytes and JSON left out (buf
+ * holds ""), so that buf never holds an object that does not parse.  Always
+ * NUL-terminated when n > 0.  Formatting only:
  * the caller decides where it goes, so that this layer makes no I/O. */
 HAK_INTERNAL size_t hak_stats_format(const struct hak_stats_snapshot *s,
                                      int json, char *buf, size_t n);

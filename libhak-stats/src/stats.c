@@ -131,7 +131,10 @@ void hak_stats_set_class_sizes(const uint32_t *sizes, unsigned n) {
 
 void hak_stats_set_rss(uint64_t current_bytes, uint64_t peak_bytes) {
   rss_current = current_bytes;
-  rss_peak = peak_bytes;
+  /* The kernel updates its high-water mark lazily (VmHWM lags VmRSS by up
+   * to a scheduler tick's page faults), so a peak read just after the
+   * current size can be the smaller: the peak is at least what is there. */
+  rss_peak = peak_bytes > current_bytes ? peak_bytes : current_bytes;
 }
 
 static const char *const names[HAK_STAT_COUNT] = {
@@ -144,11 +147,11 @@ const char *hak_stats_name(enum hak_stat id) {
   return (unsigned)id < HAK_STAT_COUNT ? names[id] : "?";
 }
 
-/* Appends to buf without overflowing; snprintf does not allocate for these
- * integer formats. */
+/* Appends to buf without overflowing, and counts what the whole report
+ * needs; snprintf does not allocate for these integer formats. */
 struct out {
   char *buf;
-  size_t n, len;
+  size_t n, len, need;
 };
 
 static void put(struct out *o, const char *fmt, unsigned long long a,
@@ -156,13 +159,15 @@ static void put(struct out *o, const char *fmt, unsigned long long a,
   size_t room = o->len < o->n ? o->n - o->len : 0;
   int w = s ? snprintf(o->buf + o->len, room, fmt, s, a)
             : snprintf(o->buf + o->len, room, fmt, a);
-  if (w > 0)
+  if (w > 0) {
     o->len += (size_t)w < room ? (size_t)w : (room ? room - 1 : 0);
+    o->need += (size_t)w;
+  }
 }
 
 size_t hak_stats_format(const struct hak_stats_snapshot *s, int json, char *buf,
                         size_t n) {
-  struct out o = {buf, n, 0};
+  struct out o = {buf, n, 0, 0};
   if (n)
     buf[0] = 0;
   const char *variant = HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
@@ -205,5 +210,9 @@ size_t hak_stats_format(const struct hak_stats_snapshot *s, int json, char *buf,
       }
     }
   }
-  return o.len;
+  /* A cut JSON object would not parse: the caller gets none, and the size
+   * to ask again with, as from a cut text. */
+  if (json && o.need >= n && n)
+    buf[0] = 0;
+  return o.need;
 }

@@ -56,7 +56,7 @@ static HAK_COLD void heap_init(struct hak_tiny_heap *h) {
   pthread_setspecific(exit_key, h);
 }
 
-unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out) {
+unsigned hak_tiny_collect_remote(struct hak_tiny_slab *s, void **list_out) {
   void *list = NULL;
   if (__atomic_load_n(&s->remote, __ATOMIC_RELAXED))
     list = __atomic_exchange_n(&s->remote, NULL, __ATOMIC_ACQUIRE);
@@ -68,9 +68,9 @@ unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out) {
   return n;
 }
 
-unsigned tiny_slab_collect(struct hak_tiny_slab *s) {
+unsigned hak_tiny_slab_collect(struct hak_tiny_slab *s) {
   void *list;
-  unsigned n = tiny_collect_remote(s, &list);
+  unsigned n = hak_tiny_collect_remote(s, &list);
   if (!n)
     return 0;
   void *last = list;
@@ -93,7 +93,7 @@ static void *carve(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
   uint32_t left = (uint32_t)(HAK_TINY_SLAB_SIZE - s->carved) / bs;
   if (n > left)
     n = left;
-  char *first = tiny_slab_start(s) + s->carved;
+  char *first = hak_tiny_slab_start(s) + s->carved;
   char *p = first;
   for (uint32_t i = 1; i < n; i++, p += bs)
     hak_tiny_set_next(p, p + bs);
@@ -124,7 +124,7 @@ static HAK_COLD void audit_free_list(const struct hak_tiny_slab *s) {
 
 /* Makes s the current slab of its class, taking its free list. */
 static void make_current(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
-  if (HAK_GATE_CHECKS && HAK_UNLIKELY(tiny_audit_lists) && s->free)
+  if (HAK_GATE_CHECKS && HAK_UNLIKELY(hak_tiny_audit_lists) && s->free)
     audit_free_list(s);
   __atomic_store_n(&s->owner, h->id, __ATOMIC_RELAXED);
   h->cur[s->cls] = s;
@@ -153,11 +153,11 @@ static void retire_current(struct hak_tiny_heap *h, unsigned cls) {
  * or is released if nothing in it is in use any more.  Returns whether the
  * slab was released. */
 static bool drain_remote(struct hak_tiny_heap *h, struct hak_tiny_slab *s) {
-  if (!tiny_slab_collect(s))
+  if (!hak_tiny_slab_collect(s))
     return false;
   slab_list_remove(&h->full[s->cls], s);
   if (s->used == 0) {
-    tiny_slab_release(s);
+    hak_tiny_slab_release(s);
     return true;
   }
   make_partial(h, s);
@@ -183,7 +183,7 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
   if (s) {
     /* 1. Blocks other threads gave back to the current slab. */
     void *list;
-    if (tiny_collect_remote(s, &list)) {
+    if (hak_tiny_collect_remote(s, &list)) {
       h->free[cls] = list;
       return pop(h, cls);
     }
@@ -218,9 +218,9 @@ HAK_COLD void *hak_tiny_refill(unsigned cls) {
     return pop(h, cls);
   }
   /* 5. A slab left behind by a thread that ended. */
-  s = tiny_slab_adopt(cls, h->id);
+  s = hak_tiny_slab_adopt(cls, h->id);
   if (!s)
-    s = tiny_slab_new(cls, h->id); /* 6. A new slab. */
+    s = hak_tiny_slab_new(cls, h->id); /* 6. A new slab. */
   if (!s)
     return NULL; /* errno is ENOMEM, from libhak-os */
   make_current(h, s);
@@ -256,7 +256,7 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
   s->free = p;
   slab_list_remove(&h->full[s->cls], s);
   if (--s->used == 0) {
-    tiny_slab_release(s);
+    hak_tiny_slab_release(s);
     return;
   }
   make_partial(h, s);
@@ -266,7 +266,7 @@ HAK_COLD void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s) {
 HAK_COLD void hak_tiny_slab_emptied(struct hak_tiny_slab *s) {
   struct hak_tiny_heap *h = &hak_tiny_heap;
   partial_remove(h, s);
-  tiny_slab_release(s);
+  hak_tiny_slab_release(s);
 }
 
 HAK_COLD void hak_tiny_bad_free(const void *p, struct hak_tiny_slab *s) {
@@ -302,12 +302,12 @@ size_t hak_tiny_usable_size(const void *p) {
 /* Gives every slab of the heap back: empty ones to their superslab, the
  * others to the abandoned lists, from which later threads adopt them. */
 static void hand_over(struct hak_tiny_slab *s) {
-  tiny_slab_collect(s);
+  hak_tiny_slab_collect(s);
   s->next = s->prev = NULL;
   if (s->used == 0)
-    tiny_slab_release(s);
+    hak_tiny_slab_release(s);
   else
-    tiny_slab_abandon(s);
+    hak_tiny_slab_abandon(s);
 }
 
 void hak_tiny_thread_exit(void) {
@@ -349,6 +349,6 @@ void hak_tiny_thread_exit(void) {
   h->exited = 1;
   /* Slabs that earlier exits left behind may be empty by now (this thread
    * may have freed their last blocks), and what is dirty may be due. */
-  tiny_abandoned_sweep();
+  hak_tiny_abandoned_sweep();
   hak_tiny_purge_due(hak_os_clock_ms());
 }

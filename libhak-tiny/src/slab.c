@@ -45,7 +45,7 @@ static struct hak_os_slabset slabset = {
     .purge_delay_ms = 10,
     HAK_OS_SLABSET_STATE_INIT,
 };
-bool tiny_audit_lists;
+bool hak_tiny_audit_lists;
 
 static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hak_tiny_slab *abandoned[HAK_TINY_CLASSES];
@@ -62,15 +62,15 @@ static void note_abandoned(unsigned cls) {
 void hak_tiny_configure(const struct hak_tiny_config *cfg) {
   hak_os_slabset_configure(&slabset, cfg->dirty_slab_limit,
                            cfg->purge_delay_ms);
-  tiny_audit_lists = HAK_GATE_CHECKS && cfg->audit_lists;
+  hak_tiny_audit_lists = HAK_GATE_CHECKS && cfg->audit_lists;
 }
 
-char *tiny_slab_start(const struct hak_tiny_slab *s) {
+char *hak_tiny_slab_start(const struct hak_tiny_slab *s) {
   struct hak_tiny_superslab *ss = (struct hak_tiny_superslab *)hak_region_of(s);
   return (char *)ss + (size_t)(s - ss->slabs) * HAK_TINY_SLAB_SIZE;
 }
 
-struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
+struct hak_tiny_slab *hak_tiny_slab_new(unsigned cls, uint64_t owner) {
   unsigned idx;
   struct hak_tiny_superslab *ss =
       (struct hak_tiny_superslab *)hak_os_slabset_take(&slabset, &idx);
@@ -93,7 +93,7 @@ struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner) {
 
 /* Returns an empty slab (no block out, none on any list) to its superslab,
  * and the superslab to libhak-os when all its slabs are free. */
-void tiny_slab_release(struct hak_tiny_slab *s) {
+void hak_tiny_slab_release(struct hak_tiny_slab *s) {
   struct hak_tiny_superslab *ss = (struct hak_tiny_superslab *)hak_region_of(s);
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_NONE, __ATOMIC_RELEASE);
   bool touched = s->carved != 0;
@@ -105,7 +105,7 @@ void tiny_slab_release(struct hak_tiny_slab *s) {
                          touched);
 }
 
-void tiny_slab_abandon(struct hak_tiny_slab *s) {
+void hak_tiny_slab_abandon(struct hak_tiny_slab *s) {
   pthread_mutex_lock(&abandoned_lock);
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_ABANDONED, __ATOMIC_RELEASE);
   slab_list_push(&abandoned[s->cls], s);
@@ -118,19 +118,19 @@ void tiny_slab_abandon(struct hak_tiny_slab *s) {
  * the ones found empty on the way (their blocks were all freed remotely
  * after their thread ended).  Returns the slab owned by `owner`, its free
  * list holding every free block, or NULL. */
-struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
+struct hak_tiny_slab *hak_tiny_slab_adopt(unsigned cls, uint64_t owner) {
   if (!__atomic_load_n(&abandoned_any[cls], __ATOMIC_RELAXED))
     return NULL;
   pthread_mutex_lock(&abandoned_lock);
   struct hak_tiny_slab *s = abandoned[cls];
   while (s) {
     struct hak_tiny_slab *next = s->next;
-    tiny_slab_collect(s);
+    hak_tiny_slab_collect(s);
     if (s->used == 0) {
       slab_list_remove(&abandoned[cls], s);
       note_abandoned(cls);
       abandoned_count--;
-      tiny_slab_release(s);
+      hak_tiny_slab_release(s);
     } else if (s->free || tiny_slab_can_carve(s)) {
       slab_list_remove(&abandoned[cls], s);
       note_abandoned(cls);
@@ -150,17 +150,17 @@ struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner) {
  * other threads after its own ended).  Adoption releases the ones it meets,
  * but only for a class some thread still needs a slab of: without this, a
  * slab whose last block was freed remotely stays resident for good. */
-void tiny_abandoned_sweep(void) {
+void hak_tiny_abandoned_sweep(void) {
   pthread_mutex_lock(&abandoned_lock);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     struct hak_tiny_slab *s = abandoned[cls];
     while (s) {
       struct hak_tiny_slab *next = s->next;
-      tiny_slab_collect(s);
+      hak_tiny_slab_collect(s);
       if (s->used == 0) {
         slab_list_remove(&abandoned[cls], s);
         abandoned_count--;
-        tiny_slab_release(s);
+        hak_tiny_slab_release(s);
       }
       s = next;
     }

@@ -5,16 +5,16 @@
 #include "hak_tiny.h"
 
 /* HAKMEM_CHECKS=2: audit a slab's free list when a heap takes it. */
-extern bool tiny_audit_lists;
+extern bool hak_tiny_audit_lists;
 
 /* slab.c: slabs from superslabs, and the abandoned lists. */
-struct hak_tiny_slab *tiny_slab_new(unsigned cls, uint64_t owner);
-void tiny_slab_release(struct hak_tiny_slab *s);
-void tiny_slab_abandon(struct hak_tiny_slab *s);
-struct hak_tiny_slab *tiny_slab_adopt(unsigned cls, uint64_t owner);
+struct hak_tiny_slab *hak_tiny_slab_new(unsigned cls, uint64_t owner);
+void hak_tiny_slab_release(struct hak_tiny_slab *s);
+void hak_tiny_slab_abandon(struct hak_tiny_slab *s);
+struct hak_tiny_slab *hak_tiny_slab_adopt(unsigned cls, uint64_t owner);
 /* Releases the abandoned slabs with no block out (thread exit). */
-void tiny_abandoned_sweep(void);
-char *tiny_slab_start(const struct hak_tiny_slab *s);
+void hak_tiny_abandoned_sweep(void);
+char *hak_tiny_slab_start(const struct hak_tiny_slab *s);
 
 static inline uint32_t tiny_slab_carved_blocks(const struct hak_tiny_slab *s) {
   return s->carved / s->block_size;
@@ -25,10 +25,10 @@ static inline bool tiny_slab_can_carve(const struct hak_tiny_slab *s) {
 
 /* heap.c */
 /* Takes the slab's remote list whole; returns how many blocks it held. */
-unsigned tiny_collect_remote(struct hak_tiny_slab *s, void **list_out);
+unsigned hak_tiny_collect_remote(struct hak_tiny_slab *s, void **list_out);
 /* Moves the slab's remote frees onto its own free list (a slab that is not
  * current); returns how many. */
-unsigned tiny_slab_collect(struct hak_tiny_slab *s);
+unsigned hak_tiny_slab_collect(struct hak_tiny_slab *s);
 
 /* Intrusive doubly-linked lists of slabs (heads in the heap or globals). */
 static inline void slab_list_push(struct hak_tiny_slab **head,

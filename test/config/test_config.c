@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,6 @@ static size_t get_dirty(const struct hak_config *c) {
   return c->tiny_dirty_slabs;
 }
 static size_t get_mid(const struct hak_config *c) { return c->mid_cache_kb; }
-static size_t get_signal(const struct hak_config *c) { return c->stats_signal; }
 static size_t get_purge(const struct hak_config *c) {
   return c->purge_delay_ms;
 }
@@ -75,7 +75,6 @@ static const struct uint_var uint_vars[] = {
     {"HAKMEM_HUGE_CACHE_MB", get_huge, 0, 65536},
     {"HAKMEM_TINY_DIRTY_SLABS", get_dirty, 0, 4096},
     {"HAKMEM_MID_CACHE_KB", get_mid, 0, 4096},
-    {"HAKMEM_STATS_SIGNAL", get_signal, 0, 64},
     {"HAKMEM_PURGE_DELAY_MS", get_purge, 0, 3600000},
     {"HAKMEM_CHECKS", get_checks, 1, 2},
 };
@@ -132,8 +131,10 @@ static void test_stats_choice(void **state) {
     int expect;
   } ok[] = {{"0", HAK_REPORT_OFF},   {"off", HAK_REPORT_OFF},
             {"1", HAK_REPORT_TEXT},  {"text", HAK_REPORT_TEXT},
-            {"on", HAK_REPORT_TEXT}, {"json", HAK_REPORT_JSON}};
-  for (int k = 0; k < 6; k++) {
+            {"on", HAK_REPORT_TEXT}, {"json", HAK_REPORT_JSON},
+            {"JSON", HAK_REPORT_JSON}, {"Text", HAK_REPORT_TEXT},
+            {"No", HAK_REPORT_OFF}};
+  for (int k = 0; k < 9; k++) {
     struct hak_config c =
         load_with("HAKMEM_STATS", ok[k].value, err, sizeof err);
     assert_int_equal(c.stats, HAK_GATE_ENV_CONFIG ? ok[k].expect : def.stats);
@@ -150,9 +151,9 @@ static void test_stats_choice(void **state) {
 static void test_booleans(void **state) {
   (void)state;
   char err[512];
-  const char *yes[] = {"1", "on", "yes", "true"};
-  const char *no[] = {"0", "off", "no", "false"};
-  for (int k = 0; k < 4; k++) {
+  const char *yes[] = {"1", "on", "yes", "true", "ON", "Yes", "TRUE"};
+  const char *no[] = {"0", "off", "no", "false", "OFF", "No", "False"};
+  for (int k = 0; k < 7; k++) {
     struct hak_config c = load_with("HAKMEM_THP", yes[k], err, sizeof err);
     assert_int_equal(c.thp, HAK_GATE_ENV_CONFIG ? true : false);
     c = load_with("HAKMEM_VERBOSE", yes[k], err, sizeof err);
@@ -192,12 +193,109 @@ static void test_checks_level(void **state) {
   assert_false(c.guard_pages);
 }
 
+/* HAKMEM_STATS_SIGNAL: 0 (none) or a signal that can carry a report.  The
+ * ones that cannot be caught, the synchronous faults (a crashing program
+ * would print a report per retry), SIGABRT and glibc's own are refused. */
+static void test_stats_signal(void **state) {
+  (void)state;
+  char err[512], val[16];
+  const int ok[] = {0, SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGWINCH, SIGRTMIN,
+                    SIGRTMAX};
+  for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) {
+    snprintf(val, sizeof val, "%d", ok[k]);
+    struct hak_config c = load_with("HAKMEM_STATS_SIGNAL", val, err, sizeof err);
+    assert_int_equal(c.stats_signal, HAK_GATE_ENV_CONFIG ? (size_t)ok[k] : 0);
+    assert_string_equal(err, "");
+  }
+  const int refused[] = {SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+                         SIGABRT, SIGTRAP, 32,      33,     SIGRTMAX + 1};
+  for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+    snprintf(val, sizeof val, "%d", refused[k]);
+    struct hak_config c = load_with("HAKMEM_STATS_SIGNAL", val, err, sizeof err);
+    assert_int_equal(c.stats_signal, 0);
+    if (HAK_GATE_ENV_CONFIG) {
+      assert_int_equal(lines(err), 1);
+      assert_non_null(strstr(err, "HAKMEM_STATS_SIGNAL="));
+      assert_non_null(strstr(err, "using 0\n"));
+    }
+  }
+}
+
+/* A HAKMEM_* name that hakmem does not read gets one warning naming it; a
+ * known one none. */
+static void test_unknown_name(void **state) {
+  (void)state;
+  char err[512];
+  load_with("HAKMEM_STAT", "1", err, sizeof err);
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(lines(err), 1);
+    assert_non_null(strstr(err, "HAKMEM_STAT:"));
+    assert_non_null(strstr(err, "no such setting"));
+  } else {
+    assert_string_equal(err, "");
+  }
+  /* Names are case-sensitive, as the environment is. */
+  load_with("HAKMEM_thp", "1", err, sizeof err);
+  assert_int_equal(lines(err), HAK_GATE_ENV_CONFIG ? 1 : 0);
+  load_with("HAKMEM_CONF", "", err, sizeof err);
+  assert_string_equal(err, "");
+}
+
+/* The option string, from a program's hakmem_conf and from HAKMEM_CONF:
+ * pairs apply in order, bad pairs warn and are skipped, and the individual
+ * variables win over both. */
+const char *hakmem_conf;
+
+static void test_option_string(void **state) {
+  (void)state;
+  char err[512];
+  struct hak_config def;
+  hak_config_defaults(&def);
+  struct hak_config c = load_with(
+      "HAKMEM_CONF", "purge_delay_ms=77,THP=On,Superslab_Cache=5", err,
+      sizeof err);
+  assert_string_equal(err, "");
+  assert_int_equal(c.purge_delay_ms, HAK_GATE_ENV_CONFIG ? 77 : def.purge_delay_ms);
+  assert_int_equal(c.thp, HAK_GATE_ENV_CONFIG ? true : false);
+  assert_int_equal(c.superslab_cache, HAK_GATE_ENV_CONFIG ? 5 : def.superslab_cache);
+
+  c = load_with("HAKMEM_CONF", "stats=json,nosuch=1,purge_delay_ms,mid_cache_kb=9x",
+                err, sizeof err);
+  assert_int_equal(c.stats, HAK_GATE_ENV_CONFIG ? HAK_REPORT_JSON : def.stats);
+  assert_int_equal(c.mid_cache_kb, def.mid_cache_kb);
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(lines(err), 3);
+    assert_non_null(strstr(err, "\"nosuch=1\" in HAKMEM_CONF (no such setting)"));
+    assert_non_null(strstr(err, "\"purge_delay_ms\" in HAKMEM_CONF (not name=value)"));
+    assert_non_null(strstr(err, "HAKMEM_CONF: MID_CACHE_KB=9x"));
+  }
+
+  /* Precedence: hakmem_conf < HAKMEM_CONF < HAKMEM_<NAME>. */
+  hakmem_conf = "purge_delay_ms=11,tiny_dirty_slabs=12,mid_cache_kb=13";
+  setenv("HAKMEM_PURGE_DELAY_MS", "31", 1);
+  c = load_with("HAKMEM_CONF", "purge_delay_ms=21,tiny_dirty_slabs=22", err,
+                sizeof err);
+  unsetenv("HAKMEM_PURGE_DELAY_MS");
+  hakmem_conf = NULL;
+  assert_string_equal(err, "");
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(c.mid_cache_kb, 13);
+    assert_int_equal(c.tiny_dirty_slabs, 22);
+    assert_int_equal(c.purge_delay_ms, 31);
+  } else {
+    assert_int_equal(c.purge_delay_ms, def.purge_delay_ms);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_stats_choice),
       cmocka_unit_test(test_booleans),
       cmocka_unit_test(test_checks_level),
+      cmocka_unit_test(test_stats_signal),
+      cmocka_unit_test(test_unknown_name),
+      cmocka_unit_test(test_option_string),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

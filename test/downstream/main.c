@@ -42,6 +42,8 @@ int main(void) {
   CHECK(HAKMEM_VERSION_MAJOR == EXPECT_VERSION_MAJOR);
   CHECK(HAKMEM_VERSION_MINOR == EXPECT_VERSION_MINOR);
 #endif
+  /* The library linked is the one the header describes. */
+  CHECK(hak_version() == HAKMEM_VERSION);
 
   /* Where the API comes from. */
   Dl_info info;
@@ -136,6 +138,14 @@ int main(void) {
   size_t n = hak_stats_report(report, sizeof report, 1);
   CHECK(n > 0 && n < sizeof report);
   CHECK(report[0] == '{');
+  /* It tells the size it needs, as snprintf does, and never cuts JSON. */
+  size_t need = hak_stats_report(NULL, 0, 1);
+  CHECK(need > 0 && need < sizeof report);
+  char small[8];
+  CHECK(hak_stats_report(small, sizeof small, 1) >= sizeof small);
+  CHECK(small[0] == 0);
+  CHECK(hak_stats_report(small, sizeof small, 0) >= sizeof small);
+  CHECK(strlen(small) == sizeof small - 1);
 
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
