@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_alloc.h - the one place where a benchmark program meets an allocator.
  *
  * Every benchmark source is compiled once per allocator; the build passes

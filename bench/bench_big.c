@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_big.c - big blocks: the workloads where page faults decide (TARGETS.md,
  * "Big blocks"), built per allocator like bench_random_mixed.
  *

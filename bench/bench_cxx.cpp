@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // bench_cxx.cpp - the C++ workload of TARGETS.md: standard containers as a
 // program uses them, with the allocator behind operator new and delete.
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_harness.h - what every benchmark program shares apart from the
  * allocator: the random generator, the clock, peak RSS, argument parsing and
  * the result line.

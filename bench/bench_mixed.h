@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_mixed.h - the random-slot loop of the Mixed benchmark
  * (TARGETS.md), shared by bench_random_mixed, the mid and large workloads and
  * the soak, so that they all run the same structure.

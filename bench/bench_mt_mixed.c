@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_mt_mixed.c - Mixed with several threads and cross-thread frees.
  *
  *   bench_mt_mixed_<alloc> [THREADS [ITERS [WS [MIN [MAX [REMOTE_PCT

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_random_mixed.c - the Mixed benchmark of TARGETS.md.
  *
  *   bench_random_mixed_<alloc> [ITERS [WS [MIN [MAX [SEED]]]]]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_soak.c - the long run: Mixed at a fixed working set for a given
  * time, sampling throughput and resident memory at fixed intervals.
  *

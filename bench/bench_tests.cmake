@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Smoke tests of the benchmarks (label bench): every program runs briefly and
 # its output must parse (check_output.py); the scripts run at a tiny size;
 # benchstats has a unit test.  Included by bench/CMakeLists.txt when tests

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_threads.c - the thread shapes of TARGETS.md: how servers and
  * pipelines use an allocator from many threads.  One program, built per
  * allocator like bench_random_mixed; the first argument picks the shape.

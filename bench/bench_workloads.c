@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_workloads.c - the workloads of TARGETS.md other than Mixed, as modes
  * of one program built per allocator like bench_random_mixed.
  *

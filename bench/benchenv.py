@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """benchenv - where the benchmark scripts find their programs and libraries,
 and how they run them.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """benchout - reads the lines the benchmark programs print.
 
 A result line is

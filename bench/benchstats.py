@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """benchstats - the statistics the benchmark reports use.
 
 Small on purpose: mean, median, min, max, sample standard deviation and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """check_output - the smoke test of one benchmark run.
 
     python3 check_output.py [--min-results N] [--require KEY=VALUE]...

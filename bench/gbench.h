@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gbench.h - a C interface to Google Benchmark (gbench_wrapper.cpp), so that
  * the microbenchmarks are written in C like the rest of the project.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // gbench_wrapper.cpp - implements gbench.h on top of Google Benchmark.
 // A gb_state is a benchmark::State; the cast is the whole interface.
 #include "gbench.h"

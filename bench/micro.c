@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* micro.c - microbenchmarks of single allocator calls, run by Google
  * Benchmark through gbench.h, built once per allocator like the other
  * benchmark programs.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Unit test of benchstats on inputs whose statistics are known by hand."""
 
 import math

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Installation: headers, both libraries, the CMake package and hakmem.pc.
 set(hak_installed_targets hakmem hakmem_shared)
 if(TARGET hakmem_cxx)

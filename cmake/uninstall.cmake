@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # uninstall.cmake - removes what `cmake --install` installed from this build
 # tree, as listed in its install_manifest.txt (the `uninstall` target).
 set(manifest "${CMAKE_CURRENT_BINARY_DIR}/install_manifest.txt")

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sets up, builds the fast and standard presets and runs the main comparison:
 # Mixed 16-1024 B, hakmem against glibc and mimalloc, 10 interleaved runs.
 # Extra arguments go to bench/run_compare (e.g. --runs 5, --quick).

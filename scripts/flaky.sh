@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs the whole ctest suite of each preset several times in a row while two
 # CPU-bound processes keep both cores busy, and reports every test that
 # failed even once.  Tests must not depend on an idle machine, on timing, or

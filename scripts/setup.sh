@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs, with apt-get, whatever hakmem's build, tests and benchmarks need
 # and this Debian machine lacks.  Idempotent: with everything present it
 # installs nothing and touches no package list.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The slower checks, kept out of the CI command: ThreadSanitizer on the
 # threaded tests (preset tsan), the whole cmocka suite under valgrind's
 # memcheck (preset valgrind), a longer fuzzing run, and the stress tests in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sets up, then builds and runs the whole test suite in every preset:
 # fast, standard, observe and debug (AddressSanitizer + UBSan).
 # Usage: scripts/test.sh [preset...]

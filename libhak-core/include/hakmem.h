@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hakmem.h - the public API of hakmem, a general-purpose memory allocator.
  *
  * Every function behaves as its C library namesake without the prefix:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* api.c - the public API: routing by size, and the C library's answers to
  * every edge case.
  *

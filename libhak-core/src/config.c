@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* config.c - the configuration: compile-time defaults, overridden once at
  * start-up in the standard and observe builds.  Nothing reads the
  * environment after that.  docs/CONFIG.md lists every setting.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* core_internal.h - what libhak-core's files share: the tiers above tiny,
  * the configuration, and the misuse report. */
 #ifndef HAK_CORE_INTERNAL_H

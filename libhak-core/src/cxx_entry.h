@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cxx_entry.h - what C++'s operator new and delete (new.cpp) call in
  * api.c: malloc and free with the operators' contracts, and the one thing
  * api.c asks of new.cpp, the failure path (new_handler, std::bad_alloc).

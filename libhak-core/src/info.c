@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* info.c - what hakmem holds, and the C library's malloc extensions built
  * on it: malloc_trim, mallinfo2, mallinfo, malloc_stats, malloc_info and
  * mallopt (exported by libhakmem.so; hak_ names in both products).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* large.c - blocks above the mid tier: page runs in arenas, reused across
  * sizes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mid.c - the mid tier: blocks of 1 KiB to 256 KiB.
  *
  * 32 classes, four per doubling (1280, 1536, 1792, 2048, 2560, ...), so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // new.cpp - C++'s replaceable global operator new and delete, on hakmem.
 //
 // Every form of C++17 and C++20: new and new[], each plain, nothrow,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_os.h - libhak-os: the only layer of hakmem that makes system calls.
  *
  * It hands out "superslabs": regions of HAK_SUPERSLAB_SIZE bytes aligned to

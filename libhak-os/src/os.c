@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* os.c - regions from the kernel, their caches, and the region map.
  *
  * Everything here is a slow path: it runs when a tier needs a new superslab

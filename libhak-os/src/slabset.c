@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* slabset.c - which slabs of a tier's superslabs are free, and which of
  * those keep their pages (hak_os.h, "slab sets").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_stats.h - the bottom of hakmem: build-variant gates and counters.
  *
  * Every layer includes this header and nothing in it includes another hakmem

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stats.c - per-thread counters, summed on report.
  *
  * Each thread counts into its own TLS block with plain increments; a block is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_tiny.h - libhak-tiny: the tiny front, blocks of 1 to 1024 bytes.
  *
  * 48 size classes: every 16 bytes up to 512, every 32 bytes up to 1024

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* classes.c - the tiny size classes.
  *
  * 48 classes: every 16 bytes up to 512 (16, 32, ..., 512), then every 32

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* heap.c - the per-thread heap: refilling a class, frees that are not the
  * plain local push, and handing slabs over when a thread ends.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* slab.c - carving 64 KiB slabs out of superslabs, and handing slabs of
  * exited threads to the threads that come after.
  *

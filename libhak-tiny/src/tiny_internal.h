@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tiny_internal.h - types and functions shared by the tiny front's files. */
 #ifndef HAK_TINY_INTERNAL_H
 #define HAK_TINY_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* api_test.h - helpers shared by the behaviour tests of test/api (and the
  * stress tests): cmocka assertions on blocks, over test/common's
  * test_pattern.h (tier limits, the PRNG, the fill pattern).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_conformance.c - the hak_* API answers as the C library does.
  *
  * Links the product (hakmem::hakmem) and calls only hakmem.h.  Covers: the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_first_use.c - the allocator's first calls, in every order.
  *
  * hakmem needs no initialisation call: the first malloc of a process may be

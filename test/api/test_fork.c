@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_fork.c - fork() in a threaded program that uses hakmem.
  *
  * Worker threads allocate and free blocks of every tier without pause while

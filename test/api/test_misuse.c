@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_misuse.c - misuse is reported and aborts (checked builds).
  *
  * Each case runs in a forked child whose stderr is a pipe: the child does

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_mt_random.c - randomized operations from several threads on one
  * shared set of blocks, checked against a shadow model.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_oom.c - exhausted memory: NULL with errno ENOMEM, nothing broken.
  *
  * hakmem.h: "an impossible size or exhausted memory gives NULL with errno

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_random.c - randomized operations checked against a shadow model.
  *
  * A fixed-seed PRNG drives malloc, calloc, realloc, reallocarray, free,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_slabs.c - the life of tiny slabs in one thread: a slab is current,
  * full, partial (frees land on its own list, inline), and goes back to its
  * superslab when its last block is freed, whatever path that free takes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_threads.c - hakmem across threads.
  *
  *  - producer/consumer: blocks of every tier allocated on one thread,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_child.h - running part of a test in a forked child, and how it
  * ended.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pattern.h - what the tests that fill blocks share: the tiers' size
  * limits, a seeded PRNG, and the pattern blocks are filled with and checked
  * against.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Fails if the fast build's library references getenv, or if another build's
 # does not (so the test cannot pass by reading the wrong thing).
 execute_process(COMMAND ${NM} -A ${LIB} OUTPUT_VARIABLE syms RESULT_VARIABLE rc)

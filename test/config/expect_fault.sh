@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # expect_fault.sh 1|0 program: with 1, the program must die (by a signal, or
 # by the sanitizer's report of one) without printing "no fault"; with 0 it
 # must run to the end.

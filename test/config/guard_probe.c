@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* guard_probe.c - writes one byte past the usable end of a large block.
  * With HAKMEM_GUARD_PAGES=1 (standard and observe builds) the write must
  * fault; without it the byte lands in the region's slack and the program

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_config.c - HAKMEM_* variables: each parsed when valid, and an
  * invalid or out-of-range value ignored with one warning line naming the
  * variable, the value and the setting used instead.  In the fast build the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // test_new.cpp - C++'s operator new and delete on hakmem: every form, the
 // standard's semantics, and the checks of the checked builds.
 //

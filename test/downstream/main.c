@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* main.c - a program that uses an installed hakmem (test/install).
  *
  * Built three ways against the installed tree: CMake with hakmem::hakmem

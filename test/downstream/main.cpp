@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // main.cpp - hakmem.h from C++: the declarations have C linkage, so a C++
 // program links against the C library (test/install).
 #include <hakmem.h>

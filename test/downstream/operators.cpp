@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // operators.cpp - a C++ program linked with hakmem::cxx (test/install): its
 // operator new and delete are hakmem's, so hakmem knows their blocks.
 #include <hakmem.h>

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # embed_test.sh <subdirectory|fetchcontent> - hakmem built from source inside
 # a parent project (test/embed/parent), as add_subdirectory and FetchContent
 # users do:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_malloc_ext.c - glibc's malloc extensions answered by hakmem, under
  * LD_PRELOAD of libhakmem.so: mallinfo2 and mallinfo follow the program's
  * blocks, malloc_trim gives a freed burst back, malloc_info writes glibc's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_alloc.c - a libFuzzer target: the input is a program of allocator
  * calls, run against a shadow model of every block's contents.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """make_seeds.py - writes structured seed inputs for fuzz_alloc.c.
 
 The committed corpus (test/fuzz/corpus) is these seeds merged with what

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* replay_main.c - runs inputs through the fuzz target without libFuzzer, so
  * that any compiler builds it: the committed corpus is a regression test in
  * every preset (test/fuzz/CMakeLists.txt).

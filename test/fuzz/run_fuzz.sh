@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run_fuzz.sh - builds fuzz_alloc with clang's libFuzzer (a build of its own:
 # test/fuzz/standalone, hakmem instrumented for coverage, ASan + UBSan) and
 # fuzzes for a bounded time, starting from the committed corpus.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # install_test.sh <step> - the installed tree works where it is moved to.
 #
 # Steps (ctest runs them in this order through fixtures):

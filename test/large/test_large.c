@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_large.c - the large tier through the API (blocks above 256 KiB).
  *
  * Freed big blocks are page runs that later blocks of any size reuse, split

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # check_build.cmake - builds one layering probe target and checks the outcome.
 #   -DBUILD_DIR=<binary dir> -DTARGET=<target> -DHEADER=<header> -DEXPECT=pass|fail
 # EXPECT=fail passes only if the build fails *because the header is not

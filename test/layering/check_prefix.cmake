@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # check_prefix.cmake - every global symbol the static archive defines starts
 # with hak_, so that a program linking libhakmem.a can name its own
 # functions as it likes.   -DNM=<nm> -DLIB=<libhakmem.a>

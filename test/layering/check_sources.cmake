@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # check_sources.cmake - the layering of hakmem's own sources.
 #   -DSOURCE_DIR=<project source dir> [-DEXPECT_VIOLATION=<text>]
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # check_symbols.cmake - link-level layering of the four archives.
 #   -DNM=<nm> -DLAYERS=stats,os,tiny,core -D<layer>=<archive> ...
 #

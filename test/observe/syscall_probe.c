@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* syscall_probe.c - makes a known number of huge allocations (argument 1)
  * and prints hakmem's own system-call counters, for comparison with
  * strace's count of the same run. */

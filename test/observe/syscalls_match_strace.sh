@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # hakmem's system-call counters agree with strace: run the probe with 0 and
 # with 12 rounds of allocations; the increase strace sees in each call must
 # equal the increase hakmem counted (the baseline holds the loader's and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_counters.c - the counters add up: at a checkpoint, mallocs - frees
  * equals the blocks live in each tier, and system calls are counted when
  * memory is mapped.  Observe build for path counters; standard also has

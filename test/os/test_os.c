@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_os.c - libhak-os: superslabs, huge regions, caches, registry,
  * decommit, counters and injected mapping failures.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # alloc_heavy.py - an allocation-heavy Python workload with a deterministic
 # result, run by run_program.sh with and without libhakmem.so preloaded.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // cxx_workload.cpp - a C++ program that allocates the way C++ programs do:
 // operator new and delete of every size (and aligned new), standard
 // containers growing and shrinking, strings, shared pointers, exceptions

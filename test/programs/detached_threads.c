@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* detached_threads.c - a plain C program (linked with the C library's
  * malloc, run with and without LD_PRELOAD=libhakmem.so by run_program.sh)
  * whose threads are detached, as Python's are.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run_program.sh - runs an ordinary program twice, without and with
 # libhakmem.so preloaded, and compares what it prints.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_exit_purge.c - memory that threads leave behind when they exit goes
  * back while the threads that remain keep calling.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_purge.c - the delayed purge through the public API.
  *
  * Memory freed in bulk keeps its pages while the purge delay runs, so a

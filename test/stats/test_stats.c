@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_stats.c - libhak-stats: counter names, snapshots summed over live and
  * exited threads, and the text and JSON reports, including truncation.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress.h - what the stress tests share: the run length (short for CI, long
  * by hand), block filling and checking for blocks of any size, and reporting
  * from threads (cmocka's assertions are for the main thread only).

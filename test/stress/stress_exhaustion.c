@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress_exhaustion.c - running out of address space for real.
  *
  * Each case runs in a forked child that lowers its RLIMIT_AS to what it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress_sizes.c - every size across the tier and class boundaries, realloc
  * chains that cross the tiers, and aligned allocation at every power of two.
  *

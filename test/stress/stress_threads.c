@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress_threads.c - many threads (far more than cores) allocating, filling,
  * passing blocks to each other and freeing them, while threads end and are
  * replaced and their blocks live on.
