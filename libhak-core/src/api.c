@@ -261,6 +261,38 @@ static void *calloc_impl(size_t count, size_t size) {
   return p;
 }
 
+/* Checked builds: how far p lies into the block that holds it (0: its
+ * start), SIZE_MAX when that cannot be told (free then reports it). */
+static size_t block_offset(const void *p, enum hak_region_kind kind) {
+  if (kind == HAK_REGION_MID)
+    return hak_mid_block_offset(p);
+  if (kind != HAK_REGION_TINY)
+    return SIZE_MAX;
+  const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
+  size_t off = (uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1);
+  if (__atomic_load_n(&s->owner, __ATOMIC_RELAXED) == HAK_TINY_OWNER_NONE ||
+      off >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
+    return SIZE_MAX;
+  return off % s->block_size;
+}
+
+/* Checked builds: realloc of a tiny or mid block that is not live (freed,
+ * or not a block's start) is realloc's misuse.  Unchecked, it would hand
+ * the freed block back when the size still fits, or copy from it and then
+ * report the free it makes as free's double free.  Large blocks are
+ * checked by their own lookup (hak_large_usable_size). */
+static void check_realloc(const void *p, enum hak_region_kind kind) {
+  if (kind != HAK_REGION_TINY && kind != HAK_REGION_MID)
+    return;
+  if (HAK_GATE_CHECK_BLOCK_START && block_offset(p, kind) != 0)
+    hak_misuse("realloc", "invalid pointer (not the start of a block)", p);
+  bool freed = kind == HAK_REGION_TINY
+                   ? ((const uint64_t *)p)[1] == hak_tiny_secret
+                   : hak_mid_is_freed(p);
+  if (HAK_GATE_CHECK_DOUBLE_FREE && freed)
+    hak_misuse("realloc", "invalid pointer or double free (block freed)", p);
+}
+
 /* ---- realloc ------------------------------------------------------------- */
 
 static void *realloc_impl(void *p, size_t size) {
@@ -276,6 +308,8 @@ static void *realloc_impl(void *p, size_t size) {
   }
   size_t old = usable_size(p, "realloc");
   enum hak_region_kind kind = hak_os_kind_of(p);
+  if (HAK_GATE_CHECKS)
+    check_realloc(p, kind);
   bool large = kind == HAK_REGION_LARGE || kind == HAK_REGION_LARGE_TAIL;
   if (large) {
     if (size > HAK_MID_MAX) {
@@ -513,21 +547,6 @@ void *hak_new_aligned_nothrow(size_t size, size_t align) {
   if (HAK_UNLIKELY(p == NULL))
     return hak_new_failed(size, align, true);
   return p;
-}
-
-/* Checked builds: how far p lies into the block that holds it (0: its
- * start), SIZE_MAX when that cannot be told (free then reports it). */
-static size_t block_offset(const void *p, enum hak_region_kind kind) {
-  if (kind == HAK_REGION_MID)
-    return hak_mid_block_offset(p);
-  if (kind != HAK_REGION_TINY)
-    return SIZE_MAX;
-  const struct hak_tiny_slab *s = hak_tiny_slab_of(p);
-  size_t off = (uintptr_t)p & (HAK_TINY_SLAB_SIZE - 1);
-  if (__atomic_load_n(&s->owner, __ATOMIC_RELAXED) == HAK_TINY_OWNER_NONE ||
-      off >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED))
-    return SIZE_MAX;
-  return off % s->block_size;
 }
 
 static HAK_COLD __attribute__((noreturn)) void

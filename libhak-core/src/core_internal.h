@@ -102,9 +102,14 @@ HAK_INTERNAL size_t hak_mid_good_size(size_t size);
 /* How far p lies into the carved block that holds it (0: its start), or
  * SIZE_MAX when no block of a slab in use holds it (checked paths). */
 HAK_INTERNAL size_t hak_mid_block_offset(const void *p);
+/* Whether the block at p carries the freed marker (checked builds). */
+HAK_INTERNAL bool hak_mid_is_freed(const void *p);
 /* Free mid slabs whose pages are still resident (waiting for the purge
  * delay), for tests. */
 HAK_INTERNAL unsigned hak_mid_dirty_slabs(void);
+/* Whether the class of a mid size keeps an empty slab (slab_put keeps one
+ * per class for the purge delay), for tests. */
+HAK_INTERNAL bool hak_mid_keeps_empty_slab(size_t size);
 HAK_INTERNAL void hak_mid_thread_exit(void);
 /* Bytes of the mid tier (as hak_tiny_usage): in use, counted from the
  * slabs' counts less the calling thread's lists (other threads' lists

@@ -43,7 +43,12 @@ struct mid_superslab {
 struct mid_class {
   pthread_mutex_t lock;
   struct mid_slab *slabs; /* slabs with a block to give (free or uncarved) */
-  unsigned empty;         /* slabs with no block out */
+  /* The one slab with no block out that the class keeps (in `slabs`), so
+   * that a class bouncing between zero and a few blocks does not take and
+   * release a slab each time; given back when it has stayed empty for the
+   * purge delay.  Read without the lock by purge_due: atomics. */
+  struct mid_slab *kept;
+  uint64_t kept_since_ms;
 } __attribute__((aligned(64)));
 
 static struct mid_class classes[HAK_MID_CLASSES];
@@ -237,15 +242,26 @@ static void slab_put(struct mid_class *c, void *p) {
   if (!had)
     list_push(c, s);
   if (--s->used == 0) {
-    /* Keep one empty slab per class so that a class bouncing between zero
-     * and a few blocks does not map and unmap. */
-    if (c->empty >= 1) {
+    if (c->kept) {
       list_remove(c, s);
       slab_release(s);
     } else {
-      c->empty++;
+      c->kept_since_ms = hak_os_clock_ms();
+      __atomic_store_n(&c->kept, s, __ATOMIC_RELAXED);
     }
   }
+}
+
+/* Gives back the class's kept empty slab if it has stayed empty since
+ * `before` (UINT64_MAX: whatever its age); the class lock held. */
+static bool release_kept(struct mid_class *c, uint64_t before) {
+  struct mid_slab *s = c->kept;
+  if (!s || c->kept_since_ms > before)
+    return false;
+  __atomic_store_n(&c->kept, NULL, __ATOMIC_RELAXED);
+  list_remove(c, s);
+  slab_release(s);
+  return true;
 }
 
 /* Takes up to n blocks of class cls onto a list; returns how many.
@@ -266,10 +282,9 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list,
       if (!s)
         break;
       list_push(c, s);
-      c->empty++;
     }
-    if (s->used == 0)
-      c->empty--;
+    if (s == c->kept)
+      __atomic_store_n(&c->kept, NULL, __ATOMIC_RELAXED);
     /* Slabs are aligned to their size (slab 0 starts past the header). */
     char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
     while (got < n && slab_has_block(s)) {
@@ -325,8 +340,24 @@ static uint32_t cache_limit(unsigned cls) {
  * that take no slab: a thread whose calls are served by its lists and
  * partly used slabs would otherwise keep, for as long as it runs, the
  * pages that threads which have exited gave back. */
+static uint64_t kept_checked_ms; /* when purge_due last looked at them */
+
 static void purge_due(void) {
   uint64_t now = hak_os_clock_ms();
+  unsigned delay = slabset.purge_delay_ms;
+  /* The classes' kept empty slabs, once per delay; a class whose lock is
+   * busy is in use and is left for the next look. */
+  if (now - __atomic_load_n(&kept_checked_ms, __ATOMIC_RELAXED) >= delay) {
+    __atomic_store_n(&kept_checked_ms, now, __ATOMIC_RELAXED);
+    for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
+      struct mid_class *c = &classes[cls];
+      if (__atomic_load_n(&c->kept, __ATOMIC_RELAXED) &&
+          pthread_mutex_trylock(&c->lock) == 0) {
+        release_kept(c, now - delay);
+        pthread_mutex_unlock(&c->lock);
+      }
+    }
+  }
   hak_os_slabset_purge(&slabset, now);
   hak_tiny_purge_due(now);
 }
@@ -508,12 +539,16 @@ size_t hak_mid_block_offset(const void *p) {
   return off % s->block_size;
 }
 
+bool hak_mid_is_freed(const void *p) {
+  return ((const uint64_t *)p)[1] == freed_mark(p);
+}
+
 unsigned hak_mid_dirty_slabs(void) {
   return hak_os_slabset_info(&slabset).slabs_dirty;
 }
 
-void hak_mid_thread_exit(void) {
-  exited = true;
+/* The calling thread's lists go back to their slabs. */
+static void flush_thread_lists(void) {
   for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
     struct mid_cache *t = &tcache[cls];
     if (t->head) {
@@ -522,8 +557,14 @@ void hak_mid_thread_exit(void) {
     }
     t->head = NULL;
     t->count = 0;
-    t->limit = 0;
   }
+}
+
+void hak_mid_thread_exit(void) {
+  exited = true;
+  flush_thread_lists();
+  for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++)
+    tcache[cls].limit = 0;
   purge_due();
 }
 
@@ -560,18 +601,21 @@ struct hak_mid_usage hak_mid_usage(void) {
 }
 
 size_t hak_mid_trim(void) {
-  /* The calling thread's lists go back to their slabs first, so that the
-   * slabs they emptied are free to give back. */
+  /* The calling thread's lists go back to their slabs first, and the
+   * classes' kept empty slabs to the slab set, so that all are free to
+   * give back. */
+  flush_thread_lists();
+  pthread_once(&classes_once, classes_init);
   for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
-    struct mid_cache *t = &tcache[cls];
-    if (t->head) {
-      pthread_once(&classes_once, classes_init);
-      put_blocks(cls, t->head);
-    }
-    t->head = NULL;
-    t->count = 0;
+    pthread_mutex_lock(&classes[cls].lock);
+    release_kept(&classes[cls], UINT64_MAX);
+    pthread_mutex_unlock(&classes[cls].lock);
   }
   return hak_os_slabset_purge_all(&slabset);
+}
+
+bool hak_mid_keeps_empty_slab(size_t size) {
+  return __atomic_load_n(&classes[mid_class(size)].kept, __ATOMIC_RELAXED);
 }
 
 void hak_mid_fork_prepare(void) {

@@ -111,14 +111,25 @@ void hak_tiny_slab_abandon(struct hak_tiny_slab *s) {
   __atomic_store_n(&s->owner, HAK_TINY_OWNER_ABANDONED, __ATOMIC_RELEASE);
   slab_list_push(&abandoned[s->cls], s);
   note_abandoned(s->cls);
-  abandoned_count++;
+  __atomic_store_n(&abandoned_count, abandoned_count + 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&abandoned_lock);
 }
 
+/* Releases s, an abandoned slab of class cls, if all its blocks have come
+ * back (freed by other threads after its own ended); abandoned_lock held. */
+static bool release_if_empty(unsigned cls, struct hak_tiny_slab *s) {
+  hak_tiny_slab_collect(s);
+  if (s->used != 0)
+    return false;
+  slab_list_remove(&abandoned[cls], s);
+  __atomic_store_n(&abandoned_count, abandoned_count - 1, __ATOMIC_RELAXED);
+  hak_tiny_slab_release(s);
+  return true;
+}
+
 /* Takes an abandoned slab of class cls that has a block to give, releasing
- * the ones found empty on the way (their blocks were all freed remotely
- * after their thread ended).  Returns the slab owned by `owner`, its free
- * list holding every free block, or NULL. */
+ * the ones found empty on the way.  Returns the slab owned by `owner`, its
+ * free list holding every free block, or NULL. */
 struct hak_tiny_slab *hak_tiny_slab_adopt(unsigned cls, uint64_t owner) {
   if (!__atomic_load_n(&abandoned_any[cls], __ATOMIC_RELAXED))
     return NULL;
@@ -126,16 +137,10 @@ struct hak_tiny_slab *hak_tiny_slab_adopt(unsigned cls, uint64_t owner) {
   struct hak_tiny_slab *s = abandoned[cls];
   while (s) {
     struct hak_tiny_slab *next = s->next;
-    hak_tiny_slab_collect(s);
-    if (s->used == 0) {
+    if (!release_if_empty(cls, s) && (s->free || tiny_slab_can_carve(s))) {
       slab_list_remove(&abandoned[cls], s);
+      __atomic_store_n(&abandoned_count, abandoned_count - 1, __ATOMIC_RELAXED);
       note_abandoned(cls);
-      abandoned_count--;
-      hak_tiny_slab_release(s);
-    } else if (s->free || tiny_slab_can_carve(s)) {
-      slab_list_remove(&abandoned[cls], s);
-      note_abandoned(cls);
-      abandoned_count--;
       __atomic_store_n(&s->owner, owner, __ATOMIC_RELEASE);
       pthread_mutex_unlock(&abandoned_lock);
       HAK_STAT_PATH(TINY_SLAB_ADOPTED, 1);
@@ -143,30 +148,28 @@ struct hak_tiny_slab *hak_tiny_slab_adopt(unsigned cls, uint64_t owner) {
     }
     s = next;
   }
+  note_abandoned(cls);
   pthread_mutex_unlock(&abandoned_lock);
   return NULL;
 }
 
-/* Releases every abandoned slab whose blocks have all come back (freed by
- * other threads after its own ended).  Adoption releases the ones it meets,
- * but only for a class some thread still needs a slab of: without this, a
- * slab whose last block was freed remotely stays resident for good. */
-void hak_tiny_abandoned_sweep(void) {
-  pthread_mutex_lock(&abandoned_lock);
+static void sweep_locked(void) {
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
-    struct hak_tiny_slab *s = abandoned[cls];
-    while (s) {
-      struct hak_tiny_slab *next = s->next;
-      hak_tiny_slab_collect(s);
-      if (s->used == 0) {
-        slab_list_remove(&abandoned[cls], s);
-        abandoned_count--;
-        hak_tiny_slab_release(s);
-      }
-      s = next;
+    for (struct hak_tiny_slab *s = abandoned[cls], *next; s; s = next) {
+      next = s->next;
+      release_if_empty(cls, s);
     }
     note_abandoned(cls);
   }
+}
+
+/* Releases every abandoned slab whose blocks have all come back.  Adoption
+ * releases the ones it meets, but only for a class some thread still needs
+ * a slab of: without this, a slab whose last block was freed remotely
+ * stays resident for good. */
+void hak_tiny_abandoned_sweep(void) {
+  pthread_mutex_lock(&abandoned_lock);
+  sweep_locked();
   pthread_mutex_unlock(&abandoned_lock);
 }
 
@@ -182,7 +185,24 @@ struct hak_tiny_info hak_tiny_info(void) {
   return info;
 }
 
+/* When the abandoned lists were last swept by hak_tiny_purge_due. */
+static uint64_t swept_ms;
+
+/* Besides the slab set's delayed purge, the abandoned lists are swept once
+ * per purge delay: a server whose threads come and go, and whose remaining
+ * threads free the blocks the others left, would otherwise keep those
+ * slabs until some thread exits (thread exit sweeps too).  A sweep that
+ * would wait for the lock is skipped: another thread holds it for an
+ * adoption or a sweep of its own. */
 void hak_tiny_purge_due(uint64_t now) {
+  if (__atomic_load_n(&abandoned_count, __ATOMIC_RELAXED) &&
+      now - __atomic_load_n(&swept_ms, __ATOMIC_RELAXED) >=
+          slabset.purge_delay_ms &&
+      pthread_mutex_trylock(&abandoned_lock) == 0) {
+    __atomic_store_n(&swept_ms, now, __ATOMIC_RELAXED);
+    sweep_locked();
+    pthread_mutex_unlock(&abandoned_lock);
+  }
   hak_os_slabset_purge(&slabset, now);
   hak_os_purge_due(now);
 }

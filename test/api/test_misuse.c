@@ -95,6 +95,13 @@ static void free_then_realloc(void *p) {
   (void)hak_realloc(p, 8 * MiB); /* p was freed: misuse of realloc */
 }
 
+/* The same with a size the block still fits: realloc would hand it back. */
+static void free_then_realloc_in_place(void *p) {
+  size_t n = hak_usable_size(p);
+  hak_free(p);
+  (void)hak_realloc(p, n);
+}
+
 static void realloc_zero_then_free(void *p) {
   if (hak_realloc(p, 0) != NULL)
     _exit(97);
@@ -250,6 +257,24 @@ static void test_realloc_after_free_large(void **state) {
   }
 }
 
+/* The same for tiny and mid blocks, whether realloc would move the block
+ * or keep it; an interior pointer is realloc's misuse too. */
+static void test_realloc_after_free_tiny_mid(void **state) {
+  (void)state;
+  REQUIRE_CHECKS();
+  const size_t sizes[] = {40, 1000, 3000, 100000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    expect_abort(free_then_realloc, p,
+                 "realloc(): invalid pointer or double free", p);
+    expect_abort(free_then_realloc_in_place, p,
+                 "realloc(): invalid pointer or double free", p);
+    expect_abort(realloc_foreign, p + 16, "realloc(): invalid pointer", p + 16);
+    hak_free(p);
+  }
+}
+
 static void test_realloc_zero_frees(void **state) {
   (void)state;
   REQUIRE_CHECKS();
@@ -384,6 +409,7 @@ int main(void) {
       cmocka_unit_test(test_double_free_mid),
       cmocka_unit_test(test_double_free_large),
       cmocka_unit_test(test_realloc_after_free_large),
+      cmocka_unit_test(test_realloc_after_free_tiny_mid),
       cmocka_unit_test(test_realloc_zero_frees),
       cmocka_unit_test(test_interior_pointer_tiny),
       cmocka_unit_test(test_interior_pointer_mid_large),

@@ -5,9 +5,13 @@
  *  - A slab abandoned by an exited thread whose blocks are then all freed
  *    by another thread is released at the next thread exit, even when no
  *    thread needs a slab of its class (adoption would never meet it).
+ *  - The same slabs are released within a purge delay or so while the
+ *    remaining threads keep calling, with no thread exiting.
  *  - Free slabs dirtied by exiting threads are decommitted once the purge
  *    delay has run out, by a thread whose calls take no slab at all (mid
  *    refills from partly used slabs), not only by the next slab taken.
+ *  - The empty slab a mid class keeps goes back once it has stayed empty
+ *    for the purge delay, and at once on a trim.
  *
  * Nothing here depends on timing to pass: the second test waits past a
  * short delay and then calls until the condition holds, with a generous
@@ -26,6 +30,7 @@
 #include "core_internal.h"
 
 #define SHORT 5u
+#define NEVER 3600000u
 #define KiB ((size_t)1 << 10)
 
 /* The configuration every tier reads, as start-up would pass it down. */
@@ -67,6 +72,32 @@ static void run_thread(void *(*fn)(void *)) {
   assert_int_equal(pthread_join(t, NULL), 0);
 }
 
+/* The main thread's calls while it waits for a purge: 2 KiB blocks from
+ * one slab that stays in use (the block kept live), so that they take and
+ * release no slab; mid refills look at the purge.  Calls until done()
+ * holds or the bound (minutes, for the sanitizer builds) runs out. */
+static bool call_until(bool (*done)(void)) {
+  enum { BATCH = 100 };
+  static void *live;
+  if (!live)
+    live = hak_malloc(2 * KiB);
+  void *mine[BATCH];
+  uint64_t start = hak_os_clock_ms();
+  while (!done()) {
+    if (hak_os_clock_ms() > start + 120000)
+      return false;
+    for (int i = 0; i < BATCH; i++) {
+      mine[i] = hak_malloc(2 * KiB);
+      assert_non_null(mine[i]);
+      memset(mine[i], 0x11, 2 * KiB);
+    }
+    for (int i = 0; i < BATCH; i++)
+      hak_free(mine[i]);
+    usleep(1000);
+  }
+  return true;
+}
+
 static void test_abandoned_emptied_remotely(void **state) {
   (void)state;
   unsigned before = hak_tiny_info().slabs_abandoned;
@@ -81,6 +112,23 @@ static void test_abandoned_emptied_remotely(void **state) {
   }
   run_thread(other_class_and_exit);
   assert_true(hak_tiny_info().slabs_abandoned <= before);
+}
+
+static unsigned abandoned_before;
+static bool abandoned_back(void) {
+  return hak_tiny_info().slabs_abandoned <= abandoned_before;
+}
+
+static void test_abandoned_swept_while_calling(void **state) {
+  (void)state;
+  set_delay(SHORT);
+  abandoned_before = hak_tiny_info().slabs_abandoned;
+  run_thread(allocate_and_exit);
+  assert_true(hak_tiny_info().slabs_abandoned >= abandoned_before + 4);
+  for (int i = 0; i < ABANDONED_BLOCKS; i++)
+    hak_free(blocks[i]);
+  /* No thread exits from here on. */
+  assert_true(call_until(abandoned_back));
 }
 
 /* Tiny and mid blocks freed by their own thread, which then exits: the
@@ -99,48 +147,64 @@ static void *churn_and_exit(void *arg) {
   return NULL;
 }
 
+static bool all_purged(void) {
+  return hak_mid_dirty_slabs() == 0 && hak_tiny_info().slabs_dirty == 0 &&
+         hak_os_cache_info().superslabs_committed == 0;
+}
+
 static void test_purge_while_calling(void **state) {
   (void)state;
-  /* The main thread's working set first: 2 KiB blocks from one slab that
-   * stays in use, so the calls below take and release no slab. */
-  enum { BATCH = 100 };
-  void *mine[BATCH];
-  for (int i = 0; i < BATCH; i++)
-    mine[i] = hak_malloc(2 * KiB);
-  for (int i = 0; i < BATCH; i++)
-    hak_free(mine[i]);
-
   set_delay(SHORT);
   pthread_t t[4];
   for (int i = 0; i < 4; i++)
     assert_int_equal(pthread_create(&t[i], NULL, churn_and_exit, NULL), 0);
   for (int i = 0; i < 4; i++)
     assert_int_equal(pthread_join(t[i], NULL), 0);
+  assert_true(call_until(all_purged));
+}
 
-  /* Keep calling; within the bound (minutes, for the sanitizer builds),
-   * the delay runs out and a refill purges. */
-  uint64_t start = hak_os_clock_ms();
-  bool purged = false;
-  while (!purged && hak_os_clock_ms() < start + 120000) {
-    for (int i = 0; i < BATCH; i++) {
-      mine[i] = hak_malloc(2 * KiB);
-      assert_non_null(mine[i]);
-      memset(mine[i], 0x11, 2 * KiB);
-    }
-    for (int i = 0; i < BATCH; i++)
-      hak_free(mine[i]);
-    purged = hak_mid_dirty_slabs() == 0 && hak_tiny_info().slabs_dirty == 0 &&
-             hak_os_cache_info().superslabs_committed == 0;
-    usleep(1000);
+/* 96 KiB blocks, ten to a slab: freed, they empty their slabs; the class
+ * keeps one and releases the rest. */
+enum { MID_BLOCKS = 30, MID_BLOCK = 96 * KiB };
+static void *mid_churn_and_exit(void *arg) {
+  (void)arg;
+  void *b[MID_BLOCKS];
+  for (int i = 0; i < MID_BLOCKS; i++) {
+    b[i] = hak_malloc(MID_BLOCK);
+    if (b[i])
+      memset(b[i], 0x3C, MID_BLOCK);
   }
-  assert_true(purged);
+  for (int i = 0; i < MID_BLOCKS; i++)
+    hak_free(b[i]);
+  return NULL;
+}
+
+static bool kept_given_back(void) {
+  return !hak_mid_keeps_empty_slab(MID_BLOCK);
+}
+
+static void test_kept_empty_mid_slabs_given_back(void **state) {
+  (void)state;
+  set_delay(SHORT);
+  run_thread(mid_churn_and_exit);
+  assert_true(hak_mid_keeps_empty_slab(MID_BLOCK));
+  assert_true(call_until(kept_given_back));
+  /* A trim does not wait for the delay. */
+  set_delay(NEVER);
+  run_thread(mid_churn_and_exit);
+  assert_true(hak_mid_keeps_empty_slab(MID_BLOCK));
+  hak_trim(0);
+  assert_false(hak_mid_keeps_empty_slab(MID_BLOCK));
+  set_delay(SHORT);
 }
 
 int main(void) {
   hak_free(hak_malloc(1)); /* start-up first: it configures every tier */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_abandoned_emptied_remotely),
+      cmocka_unit_test(test_abandoned_swept_while_calling),
       cmocka_unit_test(test_purge_while_calling),
+      cmocka_unit_test(test_kept_empty_mid_slabs_given_back),
   };
   return cmocka_run_group_tests_name("exit_purge", tests, NULL, NULL);
 }
