@@ -11,7 +11,7 @@ set(bench_smoke_dir ${CMAKE_CURRENT_BINARY_DIR}/smoke)
 function(bench_smoke name)
   cmake_parse_arguments(S "" "" "CHECK;COMMAND" ${ARGN})
   add_test(NAME bench_${name} COMMAND ${bench_check} ${S_CHECK} -- ${S_COMMAND})
-  set_tests_properties(bench_${name} PROPERTIES LABELS "bench" TIMEOUT 120)
+  set_tests_properties(bench_${name} PROPERTIES LABELS "bench" TIMEOUT 600)
 endfunction()
 
 add_test(NAME bench_stats_unit

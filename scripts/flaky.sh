@@ -11,7 +11,8 @@
 #                     "always madvise never"; needs a writable
 #                     /sys/kernel/mm/transparent_hugepage/enabled (root).  The
 #                     mode found at the start is restored at the end.
-# Exit status 0 only when every run of every suite passed.
+# Exit status 0 only when every run of every suite passed.  The ctest output
+# of every failed round is kept in build/flaky-logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 presets=("$@")
@@ -40,6 +41,8 @@ for b in 1 2; do
 done
 
 log=$(mktemp)
+keep_dir=build/flaky-logs
+mkdir -p "$keep_dir"
 echo "kernel $(uname -r), $(nproc) cores, THP modes: ${modes[*]}, $rounds rounds, 2 busy loops"
 for mode in "${modes[@]}"; do
   if [ "$mode" != "$(thp_now)" ]; then
@@ -54,7 +57,12 @@ for mode in "${modes[@]}"; do
       else
         echo "THP $mode, $p, round $r: FAILED"
         [ -f "$failed" ] && sed "s/^/  $p (THP $mode): /" "$failed" | tee -a "$log"
-        grep -E "^\[  (ERROR|FAILED) |FAILED|error" "$log.out" | head -20 || true
+        # The whole output is kept: a timeout and an assertion look alike
+        # in the list of failed tests.
+        keep="$keep_dir/$p-thp-$mode-round-$r.log"
+        cp "$log.out" "$keep"
+        grep -E '\*\*\*|^\[  (ERROR|FAILED) |error' "$log.out" | head -20 || true
+        echo "  (whole output: $keep)"
       fi
     done
   done
