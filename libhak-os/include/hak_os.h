@@ -277,11 +277,13 @@ HAK_INTERNAL struct hak_os_slabset_superslab *
 hak_os_slabset_take(struct hak_os_slabset *set, unsigned *slab);
 
 /* Gives slab `slab` of ss back; touched: whether its pages may be resident
- * (they are then kept for the delay, or decommitted past the limit).  The
- * superslab goes back to the caches when all its slabs are free. */
+ * (they are then kept for `delays` purge delays, or decommitted past the
+ * limit).  The superslab goes back to the caches when all its slabs are
+ * free. */
 HAK_INTERNAL void hak_os_slabset_release(struct hak_os_slabset *set,
                                          struct hak_os_slabset_superslab *ss,
-                                         unsigned slab, bool touched);
+                                         unsigned slab, bool touched,
+                                         unsigned delays);
 
 /* Decommits the set's dirty slabs whose delay has run out (now: the
  * clock, hak_os_clock_ms).  Taking and releasing slabs do it anyway; the

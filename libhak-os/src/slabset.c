@@ -57,17 +57,20 @@ static void decommit_slabs(struct hak_os_slabset *set,
     set->decommitted(ss, first, n);
 }
 
+/* Marks slabs dirty, due for the purge `delays` purge delays from now (the
+ * time stored is when the last of those delays starts). */
 static void mark_dirty(struct hak_os_slabset *set,
                        struct hak_os_slabset_superslab *ss, uint64_t slabs,
-                       uint64_t now) {
+                       uint64_t now, unsigned delays) {
   uint64_t *since = dirty_since(set, ss);
+  uint64_t start = now + (uint64_t)(delays - 1) * set->purge_delay_ms;
   ss->dirty_slabs |= slabs;
   for (uint64_t d = slabs; d; d &= d - 1) {
-    since[__builtin_ctzll(d)] = now;
+    since[__builtin_ctzll(d)] = start;
     set->slabs_dirty++; /* no popcount: without -mpopcnt it is a call */
   }
-  if (now + set->purge_delay_ms < set->next_purge_ms)
-    __atomic_store_n(&set->next_purge_ms, now + set->purge_delay_ms,
+  if (start + set->purge_delay_ms < set->next_purge_ms)
+    __atomic_store_n(&set->next_purge_ms, start + set->purge_delay_ms,
                      __ATOMIC_RELAXED);
 }
 
@@ -128,7 +131,7 @@ static void superslab_adopt(struct hak_os_slabset *set,
   if (resident) {
     if (set->slabs_dirty + (unsigned)__builtin_popcountll(resident) <=
         set->dirty_limit) {
-      mark_dirty(set, ss, resident, now);
+      mark_dirty(set, ss, resident, now, 1);
     } else {
       for (unsigned first, len; hak_os_next_run(&resident, &first, &len);)
         decommit_slabs(set, ss, first, len);
@@ -221,7 +224,7 @@ static size_t resident_extent(const struct hak_os_slabset *set,
 
 void hak_os_slabset_release(struct hak_os_slabset *set,
                             struct hak_os_slabset_superslab *ss, unsigned slab,
-                            bool touched) {
+                            bool touched, unsigned delays) {
   uint64_t bit = (uint64_t)1 << slab;
   uint64_t now = hak_os_clock_ms();
   pthread_mutex_lock(&set->lock);
@@ -253,7 +256,7 @@ void hak_os_slabset_release(struct hak_os_slabset *set,
    * limit (or with no delay), at once. */
   if (touched) {
     if (set->slabs_dirty < set->dirty_limit && set->purge_delay_ms)
-      mark_dirty(set, ss, bit, now);
+      mark_dirty(set, ss, bit, now, delays ? delays : 1);
     else
       decommit_slabs(set, ss, slab, 1);
   }

@@ -103,7 +103,7 @@ void hak_tiny_slab_release(struct hak_tiny_slab *s) {
   s->free = NULL;
   HAK_STAT_PATH(TINY_SLAB_RELEASED, 1);
   hak_os_slabset_release(&slabset, &ss->slabset, (unsigned)(s - ss->slabs),
-                         touched);
+                         touched, 1);
 }
 
 void hak_tiny_slab_abandon(struct hak_tiny_slab *s) {

@@ -1387,7 +1387,7 @@ static unsigned toy_take(struct hak_os_slabset_superslab *expect_ss) {
 static void toy_release(struct hak_os_slabset_superslab *ss, unsigned i,
                         size_t written) {
   toy_resident[i] = written;
-  hak_os_slabset_release(&toy_set, ss, i, written != 0);
+  hak_os_slabset_release(&toy_set, ss, i, written != 0, 1);
 }
 
 static void test_slabset(void **state) {

@@ -106,17 +106,21 @@ static void test_tiny_slabs(void **state) {
                 50 * HAK_TINY_SLAB_SIZE);
 }
 
-enum { MID_BLOCKS = 200 }; /* 64 KiB blocks: 12.5 MiB, 13 slabs */
+/* 32 KiB blocks: 12.5 MiB, 13 slabs (the classes from 64 KiB keep their
+ * free slabs longer: test_mid_big_classes). */
+enum { MID_BLOCKS = 400, MID_BLOCK = 32 * KiB };
 
-static void mid_round(void) {
+static void mid_round_of(size_t size) {
   for (int i = 0; i < MID_BLOCKS; i++) {
-    blocks[i] = hak_malloc(64 * KiB);
+    blocks[i] = hak_malloc(size);
     assert_non_null(blocks[i]);
-    memset(blocks[i], 0x5B, 64 * KiB);
+    memset(blocks[i], 0x5B, size);
   }
   for (int i = 0; i < MID_BLOCKS; i++)
     hak_free(blocks[i]);
 }
+
+static void mid_round(void) { mid_round_of(MID_BLOCK); }
 
 /* Free mid slabs whose pages are resident: dirty ones in the tier, and
  * whole superslabs (four slabs) gone back to libhak-os's cache. */
@@ -152,6 +156,28 @@ static void test_mid_slabs(void **state) {
   if (HAK_GATE_COUNT_SYSCALLS)
     assert_true(count(HAK_STAT_SYS_MADVISE) > madvise);
   hak_free(p);
+}
+
+/* The mid classes from 64 KiB up keep their free slabs for 100 purge
+ * delays, not one (mid.c: blocks written whole take long enough between
+ * calls that one delay gave their slabs back under load). */
+static void test_mid_big_classes(void **state) {
+  (void)state;
+  enum { DELAY = 20 }; /* a held slab then waits 2 s */
+  set_delay(DELAY);
+  mid_round_of(128 * KiB); /* 50 MiB over 50 slabs */
+  assert_true(hak_mid_dirty_slabs() > 0);
+  wait_past(DELAY);
+  void *p = hak_malloc(40 * KiB); /* a slab taken: what is due goes */
+  assert_non_null(p);
+  assert_true(hak_mid_dirty_slabs() > 0);
+  hak_free(p);
+  wait_past(100 * DELAY);
+  p = hak_malloc(48 * KiB); /* a class not used yet: a slab taken */
+  assert_non_null(p);
+  assert_int_equal(hak_mid_dirty_slabs(), 0);
+  hak_free(p);
+  set_delay(NEVER);
 }
 
 /* Large blocks: the superslab comes back from the cache without a system
@@ -312,6 +338,7 @@ int main(void) {
       cmocka_unit_test(test_calloc_sparse),
       cmocka_unit_test(test_tiny_slabs),
       cmocka_unit_test(test_mid_slabs),
+      cmocka_unit_test(test_mid_big_classes),
       cmocka_unit_test(test_large_reuse),
       cmocka_unit_test(test_calloc_reuse),
   };
