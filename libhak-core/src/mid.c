@@ -335,7 +335,17 @@ static void purge_due(void) {
  * tenth of a refill, and a purge late by a few refills changes nothing). */
 static __thread unsigned refills __attribute__((tls_model("initial-exec")));
 
-static HAK_COLD void *refill(unsigned cls, bool *fresh) {
+/* size: what was asked for, for a guarded block (hak_os_guard_sample picks
+ * this allocation): returned instead of a refill, the list left empty so
+ * that the next malloc of the class comes back here. */
+static HAK_COLD void *refill(unsigned cls, size_t size, bool *fresh) {
+  if (HAK_UNLIKELY(hak_os_guard_sample())) {
+    void *g = hak_os_guard_alloc(size, 16);
+    if (g) {
+      *fresh = true; /* all zero */
+      return g;
+    }
+  }
   pthread_once(&classes_once, classes_init);
   if (++refills % 8 == 0)
     purge_due();
@@ -357,12 +367,12 @@ static HAK_COLD void *refill(unsigned cls, bool *fresh) {
 
 /* *fresh: whether the block is known to read zero past its first two words
  * (the link and the freed marker). */
-static inline void *malloc_class(unsigned cls, bool *fresh) {
+static inline void *malloc_class(unsigned cls, size_t size, bool *fresh) {
   struct mid_cache *t = &tcache[cls];
   void *p = t->head;
   *fresh = false;
   if (HAK_UNLIKELY(!p)) {
-    p = refill(cls, fresh);
+    p = refill(cls, size, fresh);
     if (!p)
       return NULL;
   } else {
@@ -377,7 +387,7 @@ static inline void *malloc_class(unsigned cls, bool *fresh) {
 
 void *hak_mid_malloc(size_t size) {
   bool fresh;
-  return malloc_class(mid_class(size), &fresh);
+  return malloc_class(mid_class(size), size, &fresh);
 }
 
 /* Whether every page of block [p, p + n) is marked in its slab's
@@ -405,7 +415,7 @@ static bool resident_pages(const void *p, size_t n, bool set) {
 
 void *hak_mid_calloc(size_t size) {
   bool fresh;
-  void *p = malloc_class(mid_class(size), &fresh);
+  void *p = malloc_class(mid_class(size), size, &fresh);
   if (!p)
     return NULL;
   /* A fresh block was written only where its links go. */
@@ -438,7 +448,7 @@ void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
     if ((mid_class_size(cls) & (align - 1)) == 0) {
       *fits = true;
       bool fresh;
-      return malloc_class(cls, &fresh);
+      return malloc_class(cls, n, &fresh);
     }
   }
   return NULL;
