@@ -172,7 +172,8 @@ static inline void *pop(struct hak_tiny_heap *h, unsigned cls) {
   return p;
 }
 
-HAK_COLD void *hak_tiny_refill(unsigned cls, size_t n) {
+HAK_COLD void *hak_tiny_refill(size_t n) {
+  unsigned cls = hak_tiny_class(n);
   struct hak_tiny_heap *h = &hak_tiny_heap;
   if (HAK_UNLIKELY(h->id == 0))
     heap_init(h);
