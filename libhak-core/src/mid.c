@@ -385,9 +385,20 @@ static inline void *malloc_class(unsigned cls, size_t size, bool *fresh) {
   return p;
 }
 
-void *hak_mid_malloc(size_t size) {
+/* The miss of hak_mid_malloc, out of line and given the size alone (in the
+ * register it came in), so that the fast path keeps nothing alive for it:
+ * the refill needs the size for a guarded block. */
+static HAK_COLD void *mid_malloc_miss(size_t size) {
   bool fresh;
   return malloc_class(mid_class(size), size, &fresh);
+}
+
+void *hak_mid_malloc(size_t size) {
+  unsigned cls = mid_class(size);
+  if (HAK_UNLIKELY(!tcache[cls].head))
+    return mid_malloc_miss(size);
+  bool fresh;
+  return malloc_class(cls, size, &fresh);
 }
 
 /* Whether every page of block [p, p + n) is marked in its slab's
