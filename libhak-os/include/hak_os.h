@@ -212,8 +212,8 @@ HAK_INTERNAL size_t hak_os_guard_usable_size(const void *p, const char *func);
 HAK_INTERNAL int hak_os_guard_side(const void *p);
 /* Occupancy, for tests. */
 struct hak_os_guard_info {
-  unsigned slots; /* of the pool (0 until reserved) */
-  unsigned live;  /* blocks in use */
+  unsigned slots;    /* of the pool (0 until reserved) */
+  unsigned live;     /* blocks in use */
   size_t slot_bytes; /* the largest block a slot holds */
 };
 HAK_INTERNAL struct hak_os_guard_info hak_os_guard_info(void);

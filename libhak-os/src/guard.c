@@ -298,9 +298,10 @@ static void describe(char *out, size_t n, const char *a, const struct slot *s,
                      bool was_freed) {
   const char *b = s->block, *end = s->block + s->size;
   const char *freed = was_freed ? "freed " : "";
-  size_t d = a < b ? (size_t)(b - a) : a >= end ? (size_t)(a - end)
-                                                : (size_t)(a - b);
-  const char *rel = a < b     ? "before the start of"
+  size_t d = a < b      ? (size_t)(b - a)
+             : a >= end ? (size_t)(a - end)
+                        : (size_t)(a - b);
+  const char *rel = a < b      ? "before the start of"
                     : a >= end ? "past the end of"
                                : "into";
   snprintf(out, n, "%zu byte%s %s a %s%zu-byte block at %p", d,
@@ -389,8 +390,8 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   const char *access = "access";
 #if defined(__x86_64__)
   /* The page-fault error code: bit 1 set for a write. */
-  access = ((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2 ? "write"
-                                                              : "read";
+  access =
+      ((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2 ? "write" : "read";
 #endif
   struct slot *s = slot_near(a);
   if (!s) {
@@ -410,8 +411,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
 
 /* ---- free ---------------------------------------------------------------- */
 
-static __attribute__((noreturn)) void misuse(const char *func,
-                                             const char *what,
+static __attribute__((noreturn)) void misuse(const char *func, const char *what,
                                              const void *p) {
   say("hakmem: %s(): %s: %p\n", func, what, p);
   hak_os_abort();

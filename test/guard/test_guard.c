@@ -55,7 +55,8 @@ static char *guarded(size_t n, enum side side) {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* ---- the misuse cases ----------------------------------------------------- */
+/* ---- the misuse cases -----------------------------------------------------
+ */
 
 enum action {
   OVERFLOW_AT_GUARD, /* one write just past the 16-rounded end (right) */
@@ -224,8 +225,7 @@ static void overflow_cases(size_t n) {
            round16(n) - n, n);
   expect(OVERFLOW_AT_GUARD, n, SIGSEGV,
          NEEDLES("buffer overflow (write)", where));
-  snprintf(where, sizeof where, "32 bytes past the end of a %zu-byte block",
-           n);
+  snprintf(where, sizeof where, "32 bytes past the end of a %zu-byte block", n);
   expect(OVERFLOW_READ_32, n, SIGSEGV,
          NEEDLES("buffer overflow (read)", where));
   /* A run past the end faults at the first byte of the guard page. */
@@ -236,8 +236,7 @@ static void overflow_cases(size_t n) {
   expect(OVERFLOW_RUN_1M, n, SIGSEGV,
          NEEDLES("buffer overflow (write)", where));
   /* One byte into the slack: the canary, found at free. */
-  snprintf(where, sizeof where, "0 bytes past the end of a %zu-byte block",
-           n);
+  snprintf(where, sizeof where, "0 bytes past the end of a %zu-byte block", n);
   expect(OVERFLOW_CANARY, n, SIGABRT,
          NEEDLES("buffer overflow (canary damaged, found at free)", where,
                  "found by the free at"));
@@ -263,8 +262,8 @@ static void underflow_cases(size_t n) {
   expect(UNDERFLOW_1, n, SIGSEGV, NEEDLES("buffer underflow (write)", where));
   expect(UNDERFLOW_CANARY, n, SIGABRT,
          NEEDLES("buffer underflow (canary damaged, found at free)", where));
-  snprintf(where, sizeof where,
-           "32 bytes before the start of a %zu-byte block", n);
+  snprintf(where, sizeof where, "32 bytes before the start of a %zu-byte block",
+           n);
   expect(UNDERFLOW_32, n, SIGSEGV, NEEDLES("buffer underflow (read)", where));
 }
 
@@ -327,7 +326,8 @@ static void test_double_and_invalid_free(void **state) {
   }
 }
 
-/* ---- correct programs ------------------------------------------------------ */
+/* ---- correct programs ------------------------------------------------------
+ */
 
 static void check_fill(const char *p, size_t n, char c) {
   for (size_t i = 0; i < n; i++)
@@ -341,8 +341,9 @@ static void test_entry_points(void **state) {
   (void)state;
   if (!HAK_GATE_GUARD)
     skip();
-  static const size_t ns[] = {1, 15, 16, 100, 1024, 1025, 5000, 65536,
-                              256 << 10, (256 << 10) + 1, 1 << 20};
+  static const size_t ns[] = {1,      15,   16,    100,       1024,
+                              1025,   5000, 65536, 256 << 10, (256 << 10) + 1,
+                              1 << 20};
   for (unsigned i = 0; i < sizeof ns / sizeof ns[0]; i++) {
     size_t n = ns[i];
     char *p = guarded(n, ANY);
