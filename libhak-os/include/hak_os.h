@@ -172,8 +172,8 @@ HAK_INTERNAL void hak_os_guard_configure(const struct hak_os_guard_config *cfg);
 
 /* The sampling rate in force (0: off) and the calling thread's countdown to
  * its next sampled allocation.  Only slow paths test them (the tiny and mid
- * refills, the large tier, aligned and big allocations), so sampling off
- * costs the fast paths nothing. */
+ * refills, the large tier, malloc(0)), so sampling off costs the fast paths
+ * nothing. */
 HAK_INTERNAL extern unsigned hak_os_guard_rate;
 extern __thread unsigned hak_os_guard_countdown
     __attribute__((tls_model("initial-exec")));
