@@ -102,12 +102,13 @@ static void init_once_body(void) {
   }
   if (hak_config.verbose) {
     /* HAKMEM_VERBOSE: one line with the configuration in force. */
-    char msg[320];
+    char msg[384];
     int n = snprintf(msg, sizeof msg,
                      "hakmem: build %s, stats=%d superslab_cache=%u "
                      "superslab_reserve=%u huge_cache_mb=%zu thp=%d "
                      "guard_pages=%d tiny_dirty_slabs=%u mid_cache_kb=%zu "
-                     "purge_delay_ms=%u stats_signal=%zu checks=%u\n",
+                     "purge_delay_ms=%u stats_signal=%zu checks=%u "
+                     "guard_sample=%u guard_slots=%u guard_max=%zu\n",
                      HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
                      : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
                                                                  : "observe",
@@ -116,12 +117,21 @@ static void init_once_body(void) {
                      hak_config.thp, hak_config.guard_pages,
                      hak_config.tiny_dirty_slabs, hak_config.mid_cache_kb,
                      hak_config.purge_delay_ms, hak_config.stats_signal,
-                     hak_config.checks);
+                     hak_config.checks, hak_config.guard_sample,
+                     hak_config.guard_slots, hak_config.guard_max);
     if (n > 0)
       hak_os_write_stderr(msg,
                           (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
   }
   __atomic_store_n(&hak_initialized, 1, __ATOMIC_RELEASE);
+  /* Last, once hak_initialized is set: warming up backtrace() allocates,
+   * and those allocations must not wait for this initialisation. */
+  if (HAK_GATE_GUARD && hak_config.guard_sample) {
+    struct hak_os_guard_config guard = {.sample = hak_config.guard_sample,
+                                        .slots = hak_config.guard_slots,
+                                        .max = hak_config.guard_max};
+    hak_os_guard_configure(&guard);
+  }
 }
 
 void hak_init(void) { pthread_once(&init_once, init_once_body); }
@@ -156,8 +166,12 @@ void hak_misuse(const char *func, const char *what, const void *p) {
 /* ---- malloc ------------------------------------------------------------ */
 
 static HAK_COLD void *malloc_slow(size_t size) {
-  if (size == 0)
-    return hak_tiny_malloc(1);
+  if (size == 0) {
+    /* A sampled malloc(0) is a guarded block of 0 bytes: any access to it
+     * faults. */
+    void *g = hak_os_guard_sample() ? hak_os_guard_alloc(0, 16) : NULL;
+    return g ? g : hak_tiny_malloc(1);
+  }
   hak_ensure_init();
   if (size <= HAK_MID_MAX) {
     register_thread();
@@ -176,19 +190,25 @@ static inline __attribute__((always_inline)) void *malloc_impl(size_t size) {
 /* ---- free ---------------------------------------------------------------- */
 
 static HAK_COLD void free_other(void *p, enum hak_region_kind kind) {
+  /* The mid tier first, by a compare: a switch of this many cases becomes
+   * an indirect jump, which costs every mid free three instructions. */
+  if (HAK_LIKELY(kind == HAK_REGION_MID)) {
+    register_thread(); /* the block joins this thread's list */
+    hak_mid_free(p);
+    return;
+  }
   if (p == NULL)
     return;
   switch (kind) {
   case HAK_REGION_TINY:
     hak_tiny_free(p);
     return;
-  case HAK_REGION_MID:
-    register_thread(); /* the block joins this thread's list */
-    hak_mid_free(p);
-    return;
   case HAK_REGION_LARGE:
   case HAK_REGION_LARGE_TAIL:
     hak_large_free(p);
+    return;
+  case HAK_REGION_GUARDED: /* a sampled block (never in the fast build) */
+    hak_os_guard_free(p, "free");
     return;
   case HAK_REGION_NONE:
     hak_misuse("free", "invalid pointer (not from hakmem)", p);
@@ -225,6 +245,8 @@ static size_t usable_size(const void *p, const char *func) {
   case HAK_REGION_LARGE:
   case HAK_REGION_LARGE_TAIL:
     return hak_large_usable_size(p, func);
+  case HAK_REGION_GUARDED:
+    return hak_os_guard_usable_size(p, func);
   case HAK_REGION_NONE:
     hak_misuse(func, "invalid pointer (not from hakmem)", p);
   default:
@@ -323,9 +345,11 @@ static void *realloc_impl(void *p, size_t size) {
       }
       return q;
     }
-  } else if (size <= old && size > old / 2) {
+  } else if (size <= old && size > old / 2 && kind != HAK_REGION_GUARDED) {
     return p; /* still fits its class and is not mostly wasted */
   }
+  /* A guarded block always moves: its size is exact, so that the guard
+   * stays right after the new end. */
   void *q = malloc_impl(size);
   if (!q)
     return NULL; /* errno ENOMEM; p is untouched */

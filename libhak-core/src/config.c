@@ -36,6 +36,9 @@
       .mid_cache_kb = 128,                                                    \
       .stats_signal = 0,                                                      \
       .guard_pages = false,                                                   \
+      .guard_sample = 0,                                                      \
+      .guard_slots = 1024,                                                    \
+      .guard_max = (size_t)256 << 10,                                         \
       .checks = HAK_GATE_CHECKS ? 1 : 0,                                      \
   }
 
@@ -75,6 +78,10 @@ static const struct setting settings[] = {
     SETTING("HUGE_CACHE_MB", huge_cache_mb, KIND_SIZE, 0, 65536),
     SETTING("THP", thp, KIND_BOOL, 0, 0),
     SETTING("GUARD_PAGES", guard_pages, KIND_BOOL, 0, 0),
+    /* Guarded allocations by sampling (libhak-os's guard.c). */
+    SETTING("GUARD_SAMPLE", guard_sample, KIND_UNSIGNED, 0, 1000000000),
+    SETTING("GUARD_SLOTS", guard_slots, KIND_UNSIGNED, 1, 65536),
+    SETTING("GUARD_MAX", guard_max, KIND_SIZE, 0, (size_t)1 << 30),
     SETTING("TINY_DIRTY_SLABS", tiny_dirty_slabs, KIND_UNSIGNED, 0, 4096),
     SETTING("PURGE_DELAY_MS", purge_delay_ms, KIND_UNSIGNED, 0, 3600000),
     SETTING("MID_CACHE_KB", mid_cache_kb, KIND_SIZE, 0, 4096),

@@ -26,6 +26,9 @@ struct hak_config {
   size_t mid_cache_kb;      /* HAKMEM_MID_CACHE_KB, per class and thread */
   size_t stats_signal;      /* HAKMEM_STATS_SIGNAL: print the report on it */
   bool guard_pages;         /* HAKMEM_GUARD_PAGES: no-access page after large blocks */
+  unsigned guard_sample;    /* HAKMEM_GUARD_SAMPLE: guard 1 allocation in N */
+  unsigned guard_slots;     /* HAKMEM_GUARD_SLOTS: slots of the guarded pool */
+  size_t guard_max;         /* HAKMEM_GUARD_MAX: largest block guarded */
   unsigned checks;          /* HAKMEM_CHECKS: 0 (fast build), 1 every per-call
                                check, 2 also audits and guard pages */
 };

@@ -716,7 +716,21 @@ static void *big_malloc(size_t size, size_t align, struct zero_runs *z) {
   return page_addr(a, s);
 }
 
+/* Every big allocation is a slow path: the sampler is asked here (a block
+ * above HAKMEM_GUARD_MAX, or aligned past a page, is not guarded and comes
+ * from the arenas). */
+static void *guarded(size_t size, size_t align) {
+  if (HAK_UNLIKELY(hak_os_guard_sample()))
+    return hak_os_guard_alloc(size, align);
+  return NULL;
+}
+
 void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
+  void *g = guarded(size, align);
+  if (g) {
+    *zeroed = true;
+    return g;
+  }
   struct zero_runs z;
   void *p = big_malloc(size, align, &z);
   *zeroed = p && z.n == 0;
@@ -724,6 +738,9 @@ void *hak_large_malloc(size_t size, size_t align, bool *zeroed) {
 }
 
 void *hak_large_calloc(size_t size) {
+  void *g = guarded(size, 16); /* against the guard, not page-aligned */
+  if (g)
+    return g; /* all zero */
   struct zero_runs z;
   char *p = big_malloc(size, PAGE, &z);
   if (!p)

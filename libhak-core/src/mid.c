@@ -382,7 +382,17 @@ static void purge_due(void) {
  * tenth of a refill, and a purge late by a few refills changes nothing). */
 static __thread unsigned refills __attribute__((tls_model("initial-exec")));
 
-static HAK_COLD void *refill(unsigned cls, bool *fresh) {
+/* size: what was asked for, for a guarded block (hak_os_guard_sample picks
+ * this allocation): returned instead of a refill, the list left empty so
+ * that the next malloc of the class comes back here. */
+static HAK_COLD void *refill(unsigned cls, size_t size, bool *fresh) {
+  if (HAK_UNLIKELY(hak_os_guard_sample())) {
+    void *g = hak_os_guard_alloc(size, 16);
+    if (g) {
+      *fresh = true; /* all zero */
+      return g;
+    }
+  }
   pthread_once(&classes_once, classes_init);
   if (++refills % 8 == 0)
     purge_due();
@@ -404,12 +414,12 @@ static HAK_COLD void *refill(unsigned cls, bool *fresh) {
 
 /* *fresh: whether the block is known to read zero past its first two words
  * (the link and the freed marker). */
-static inline void *malloc_class(unsigned cls, bool *fresh) {
+static inline void *malloc_class(unsigned cls, size_t size, bool *fresh) {
   struct mid_cache *t = &tcache[cls];
   void *p = t->head;
   *fresh = false;
   if (HAK_UNLIKELY(!p)) {
-    p = refill(cls, fresh);
+    p = refill(cls, size, fresh);
     if (!p)
       return NULL;
   } else {
@@ -422,9 +432,20 @@ static inline void *malloc_class(unsigned cls, bool *fresh) {
   return p;
 }
 
-void *hak_mid_malloc(size_t size) {
+/* The miss of hak_mid_malloc, out of line and given the size alone (in the
+ * register it came in), so that the fast path keeps nothing alive for it:
+ * the refill needs the size for a guarded block. */
+static HAK_COLD void *mid_malloc_miss(size_t size) {
   bool fresh;
-  return malloc_class(mid_class(size), &fresh);
+  return malloc_class(mid_class(size), size, &fresh);
+}
+
+void *hak_mid_malloc(size_t size) {
+  unsigned cls = mid_class(size);
+  if (HAK_UNLIKELY(!tcache[cls].head))
+    return mid_malloc_miss(size);
+  bool fresh;
+  return malloc_class(cls, size, &fresh);
 }
 
 /* Whether every page of block [p, p + n) is marked in its slab's
@@ -452,7 +473,7 @@ static bool resident_pages(const void *p, size_t n, bool set) {
 
 void *hak_mid_calloc(size_t size) {
   bool fresh;
-  void *p = malloc_class(mid_class(size), &fresh);
+  void *p = malloc_class(mid_class(size), size, &fresh);
   if (!p)
     return NULL;
   /* A fresh block was written only where its links go. */
@@ -485,7 +506,7 @@ void *hak_mid_malloc_aligned(size_t size, size_t align, bool *fits) {
     if ((mid_class_size(cls) & (align - 1)) == 0) {
       *fits = true;
       bool fresh;
-      return malloc_class(cls, &fresh);
+      return malloc_class(cls, n, &fresh);
     }
   }
   return NULL;

@@ -44,6 +44,8 @@ enum hak_region_kind {
   HAK_REGION_LARGE,      /* the start of a big-block arena (its header) */
   HAK_REGION_LARGE_TAIL, /* a later unit of a big-block arena: the header
                             is at the nearest LARGE unit below */
+  HAK_REGION_GUARDED,    /* the guarded pool (guard.c): sampled blocks
+                            between inaccessible pages */
 };
 
 /* The header every region starts with; tiers extend it (first member). */
@@ -141,6 +143,82 @@ static inline bool hak_os_is_region(const void *ss) {
   return ((uintptr_t)ss & HAK_SUPERSLAB_MASK) == 0 &&
          hak_os_kind_checked(ss) != HAK_REGION_NONE;
 }
+
+/* ---- the guarded pool (guard.c) -------------------------------------------
+ *
+ * Sampled allocations (HAKMEM_GUARD_SAMPLE) live in a pool of slots reserved
+ * once, on the first sampled allocation: each slot is HAKMEM_GUARD_MAX bytes
+ * of pages (rounded up) after an inaccessible guard page, and one more guard
+ * page closes the pool.  A block sits against the right guard (its end,
+ * rounded up to its alignment, is the slot's end) or against the left one
+ * (its start is the slot's start), chosen per allocation; only the pages it
+ * covers are accessible, and the bytes of them outside the block hold a
+ * canary that free checks.  A freed slot's pages are given back and made
+ * inaccessible, and the slot waits in a FIFO quarantine: slots are reused
+ * oldest first, so a use after free faults until the pool comes round.
+ * A fault in the pool is reported by a SIGSEGV/SIGBUS handler (kind, address,
+ * offset, size, the allocation's and the free's stacks), which then lets the
+ * process die by the signal.  Compiled out of the fast build (HAK_GATE_GUARD).
+ */
+struct hak_os_guard_config {
+  unsigned sample; /* guard one sampled allocation in `sample`; 0: off */
+  unsigned slots;  /* slots of the pool */
+  size_t max;      /* the largest block guarded, in bytes */
+};
+/* Set once at start-up, after the rest of the configuration: warms up
+ * backtrace() (which may allocate on its first call) and installs the fault
+ * handler when sampling is on.  The pool itself is reserved lazily. */
+HAK_INTERNAL void hak_os_guard_configure(const struct hak_os_guard_config *cfg);
+
+/* The sampling rate in force (0: off) and the calling thread's countdown to
+ * its next sampled allocation.  Only slow paths test them (the tiny and mid
+ * refills, the large tier, malloc(0)), so sampling off costs the fast paths
+ * nothing. */
+HAK_INTERNAL extern unsigned hak_os_guard_rate;
+extern __thread unsigned hak_os_guard_countdown
+    __attribute__((tls_model("initial-exec")));
+HAK_INTERNAL bool hak_os_guard_sample_slow(void);
+/* Whether the caller's allocation is to be guarded: one relaxed load when
+ * sampling is off, a decrement when it is on. */
+static inline bool hak_os_guard_sample(void) {
+  if (!HAK_GATE_GUARD ||
+      HAK_LIKELY(__atomic_load_n(&hak_os_guard_rate, __ATOMIC_RELAXED) == 0))
+    return false;
+  if (HAK_LIKELY(hak_os_guard_countdown > 1)) {
+    hak_os_guard_countdown--;
+    return false;
+  }
+  return hak_os_guard_sample_slow();
+}
+
+/* A guarded block of `size` bytes (0 allowed) aligned to `align` (0 or a
+ * power of two; 16 at least), all zero bytes; NULL when it cannot be guarded
+ * (bigger than the slots, alignment above a page, pool full, or the kernel
+ * refused): the caller then takes its tier's block, so sampling never fails
+ * an allocation. */
+HAK_INTERNAL void *hak_os_guard_alloc(size_t size, size_t align);
+/* free of a pointer in a HAK_REGION_GUARDED region: checks the canary
+ * (damage is reported as an overflow or underflow found at free, then
+ * aborts), quarantines the slot.  A pointer that is not a live guarded
+ * block's start aborts with func's misuse message (double free, invalid
+ * pointer). */
+HAK_INTERNAL void hak_os_guard_free(void *p, const char *func);
+/* The size the guarded block p was allocated with (misuse aborts, as
+ * free's). */
+HAK_INTERNAL size_t hak_os_guard_usable_size(const void *p, const char *func);
+/* Tests: 0 when p is not a live guarded block, 1 when it sits against the
+ * left guard (an underflow faults), 2 against the right one (an overflow
+ * past its 16-byte rounded end faults). */
+HAK_INTERNAL int hak_os_guard_side(const void *p);
+/* Occupancy, for tests. */
+struct hak_os_guard_info {
+  unsigned slots;    /* of the pool (0 until reserved) */
+  unsigned live;     /* blocks in use */
+  size_t slot_bytes; /* the largest block a slot holds */
+};
+HAK_INTERNAL struct hak_os_guard_info hak_os_guard_info(void);
+HAK_INTERNAL void hak_os_guard_fork_prepare(void);
+HAK_INTERNAL void hak_os_guard_fork_parent(void);
 
 /* Most free superslabs and huge regions the caches can hold at all. */
 #define HAK_OS_SUPERSLAB_SLOTS 512 /* 2 GiB of address space */

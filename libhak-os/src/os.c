@@ -708,11 +708,22 @@ struct hak_os_cache_info hak_os_cache_info(void) {
   return info;
 }
 
-void hak_os_fork_prepare(void) { pthread_mutex_lock(&os_lock); }
-void hak_os_fork_parent(void) { pthread_mutex_unlock(&os_lock); }
+/* The guarded pool's lock is never held while os_lock is taken: either
+ * order is safe; it goes first. */
+void hak_os_fork_prepare(void) {
+  hak_os_guard_fork_prepare();
+  pthread_mutex_lock(&os_lock);
+}
+void hak_os_fork_parent(void) {
+  pthread_mutex_unlock(&os_lock);
+  hak_os_guard_fork_parent();
+}
 /* The child unlocks what its (only) thread locked before fork: re-creating
  * a held mutex is undefined behaviour. */
-void hak_os_fork_child(void) { pthread_mutex_unlock(&os_lock); }
+void hak_os_fork_child(void) {
+  pthread_mutex_unlock(&os_lock);
+  hak_os_guard_fork_parent();
+}
 
 /* ---- messages and process state -------------------------------------- */
 

@@ -58,6 +58,10 @@
 #define HAK_GATE_COUNT_PATHS (HAK_BUILD_VARIANT == HAK_VARIANT_OBSERVE)
 /* Runtime configuration from HAKMEM_* variables: not in the fast build. */
 #define HAK_GATE_ENV_CONFIG (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
+/* Guarded allocations by sampling (HAKMEM_GUARD_SAMPLE, libhak-os's
+ * guard.c): compiled out of the fast build, where the sampling test, the
+ * pool and the fault handler do not exist. */
+#define HAK_GATE_GUARD (HAK_BUILD_VARIANT != HAK_VARIANT_FAST)
 /* Report printed at exit without being asked: the observe build. */
 #define HAK_GATE_REPORT_AT_EXIT (HAK_BUILD_VARIANT == HAK_VARIANT_OBSERVE)
 

@@ -95,8 +95,13 @@ extern __thread struct hak_tiny_heap hak_tiny_heap
  * secret is fixed before any tier encodes a free-list link with it. */
 HAK_INTERNAL void hak_tiny_init(void);
 
-/* Out-of-line paths. */
-HAK_INTERNAL void *hak_tiny_refill(unsigned cls);
+/* Out-of-line paths.  Refill is given the size asked for (1..1024) and
+ * finds its class again: n is still in the register it came in, so the
+ * fast path keeps nothing alive for the call.  When the guard sampler picks
+ * the allocation (hak_os_guard_sample), refill returns a guarded block of
+ * exactly n bytes instead, leaving the class's list empty, so that the next
+ * malloc of the class comes back here. */
+HAK_INTERNAL void *hak_tiny_refill(size_t n);
 HAK_INTERNAL void hak_tiny_free_slow(void *p, struct hak_tiny_slab *s);
 HAK_INTERNAL void hak_tiny_slab_emptied(struct hak_tiny_slab *s);
 HAK_INTERNAL __attribute__((noreturn)) void
@@ -170,7 +175,7 @@ static inline void *hak_tiny_malloc(size_t n) {
   size_t cls = hak_tiny_class(n); /* size_t: no zero-extension to index */
   void *p = hak_tiny_heap.free[cls];
   if (HAK_UNLIKELY(p == NULL))
-    return hak_tiny_refill((unsigned)cls);
+    return hak_tiny_refill(n);
   hak_tiny_heap.free[cls] = hak_tiny_link_get(p, hak_tiny_heap.key);
   hak_tiny_mark_live(p);
   HAK_STAT_PATH(TINY_MALLOC, 1);

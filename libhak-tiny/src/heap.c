@@ -172,10 +172,18 @@ static inline void *pop(struct hak_tiny_heap *h, unsigned cls) {
   return p;
 }
 
-HAK_COLD void *hak_tiny_refill(unsigned cls) {
+HAK_COLD void *hak_tiny_refill(size_t n) {
+  unsigned cls = hak_tiny_class(n);
   struct hak_tiny_heap *h = &hak_tiny_heap;
   if (HAK_UNLIKELY(h->id == 0))
     heap_init(h);
+  /* Sampling is taken here, where the fast path has already been left: a
+   * sampled allocation costs no list, and sampling off costs one load. */
+  if (HAK_UNLIKELY(hak_os_guard_sample())) {
+    void *g = hak_os_guard_alloc(n, 16);
+    if (g)
+      return g;
+  }
   HAK_STAT_PATH(TINY_REFILL, 1);
   HAK_STAT_PATH(TINY_MALLOC, 1);
   HAK_STAT_CLASS_MALLOC(cls);
