@@ -19,8 +19,8 @@
 /* hakmem.h's struct hak_stats is the report's struct hak_stats_memory
  * under its public name: one layout, checked here, so that hak_stats_get
  * copies what the report formats. */
-#define SAME_FIELD(f)                                                         \
-  _Static_assert(offsetof(struct hak_stats, f) ==                             \
+#define SAME_FIELD(f)                                                          \
+  _Static_assert(offsetof(struct hak_stats, f) ==                              \
                      offsetof(struct hak_stats_memory, f),                     \
                  "struct hak_stats and hak_stats_memory differ at " #f)
 _Static_assert(sizeof(struct hak_stats) == sizeof(struct hak_stats_memory),
@@ -109,12 +109,11 @@ static void gather(struct hak_stats_memory *m, bool tiers) {
     m->os.cached_bytes = cache.superslab_committed_bytes + cache.huge_bytes;
     m->os.mapped = hak_os_mapped_bytes();
     m->os.mapped_peak = hak_os_mapped_peak();
-    m->os.committed =
-        tiny->committed + mid->committed + large->committed + m->os.cached_bytes;
+    m->os.committed = tiny->committed + mid->committed + large->committed +
+                      m->os.cached_bytes;
   } else {
     slab_tier(tiny, HAK_TINY_CLASSES, NULL, NULL, tiny_block_size, 0, 0, 0, 0);
-    slab_tier(mid, HAK_MID_CLASSES, NULL, NULL, hak_mid_class_size, 0, 0, 0,
-              0);
+    slab_tier(mid, HAK_MID_CLASSES, NULL, NULL, hak_mid_class_size, 0, 0, 0, 0);
   }
   m->os.rss = hak_os_rss_current();
   size_t peak = hak_os_rss_peak();
@@ -199,7 +198,8 @@ static size_t trim_to(size_t pad) {
   size_t large_dirty = hak_large_info().dirty_bytes;
   hak_large_release();
   size_t large_left = hak_large_info().dirty_bytes;
-  released += large_dirty - (large_left < large_dirty ? large_left : large_dirty);
+  released +=
+      large_dirty - (large_left < large_dirty ? large_left : large_dirty);
   released += hak_os_trim(pad - slabs);
   return released;
 }

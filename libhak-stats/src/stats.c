@@ -170,8 +170,7 @@ static void put_bytes(struct out *o, size_t v) {
   put(o, " %6.1f %s", x, unit[u]);
 }
 
-static const char *const tier_names[HAK_STATS_TIERS] = {"tiny", "mid",
-                                                        "large"};
+static const char *const tier_names[HAK_STATS_TIERS] = {"tiny", "mid", "large"};
 
 static const char *variant_name(void) {
   return HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"

@@ -79,7 +79,7 @@ static void test_class_live_blocks(void **state) {
   assert_int_equal(c->live_blocks - c0->live_blocks, N);
   const struct hak_stats_tier *t = &after.tier[HAK_STATS_TINY];
   assert_true(t->live_bytes >= (size_t)N * 48);
-  assert_true(t->mapped >= t->committed - 0);
+  assert_true(t->mapped >= t->committed);
   assert_true(t->committed_peak >= t->committed);
   assert_true(t->committed >= t->live_bytes);
   /* The mid block's class, the large block's pages. */
@@ -182,10 +182,14 @@ static void test_collect_lowers_committed(void **state) {
   hak_free(big);
   struct hak_stats a, b, c;
   get(&a);
-  /* Not forced: the delay (100 s here) has not run out, little goes. */
-  hak_collect(0);
-  get(&b);
-  assert_true(b.os.committed <= a.os.committed);
+  b = a;
+  if (strcmp(HAKMEM_TEST_VARIANT, "fast") != 0) {
+    /* Not forced: the delay (100 s here) has not run out, little goes.
+     * (The fast build's delay is 10 ms: this could take it all.) */
+    hak_collect(0);
+    get(&b);
+    assert_true(b.os.committed <= a.os.committed);
+  }
   size_t given = hak_collect(1);
   get(&c);
   assert_true(given > 0);
