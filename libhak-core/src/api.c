@@ -752,20 +752,25 @@ static bool expand_path(const char *path, char *out, size_t n) {
   return true;
 }
 
+static void say_busy(void) {
+  static const char busy[] = "hakmem: statistics busy, try again\n";
+  hak_os_write_stderr(busy, sizeof busy - 1);
+}
+
 static void print_report(bool from_signal) {
-  static char buf[32768]; /* held across fork (fork_prepare) */
+  /* 32 KiB: the longest report (every class of both tiers, observe's
+   * per-class counts) takes about half.  Held across fork (fork_prepare). */
+  static char buf[32768];
   if (from_signal ? pthread_mutex_trylock(&buf_lock) != 0
                   : pthread_mutex_lock(&buf_lock) != 0) {
-    static const char busy[] = "hakmem: statistics busy, try again\n";
-    hak_os_write_stderr(busy, sizeof busy - 1);
+    say_busy();
     return;
   }
   size_t n = hak_stats_report_to(buf, sizeof buf,
                                  hak_config.stats == HAK_REPORT_JSON,
                                  from_signal);
   if (n == 0) {
-    static const char busy[] = "hakmem: statistics busy, try again\n";
-    hak_os_write_stderr(busy, sizeof busy - 1);
+    say_busy();
   } else {
     n = n < sizeof buf ? n : strlen(buf);
     char path[sizeof hak_config.stats_file + 32];

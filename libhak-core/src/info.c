@@ -122,7 +122,7 @@ static void gather(struct hak_stats_memory *m, bool tiers) {
 
 /* Static: 5 KiB that a signal handler's stack need not hold; the lock keeps
  * two reports from filling it at once, and is held across fork. */
-static struct hak_stats_memory m;
+static struct hak_stats_memory report_memory;
 static pthread_mutex_t m_lock = PTHREAD_MUTEX_INITIALIZER;
 void hak_report_fork_prepare(void) { pthread_mutex_lock(&m_lock); }
 void hak_report_fork_parent(void) { pthread_mutex_unlock(&m_lock); }
@@ -138,13 +138,13 @@ size_t hak_stats_report_to(char *buf, size_t size, int json, bool from_signal) {
   if (from_signal ? pthread_mutex_trylock(&m_lock) != 0
                   : pthread_mutex_lock(&m_lock) != 0)
     return 0;
-  gather(&m, !from_signal);
+  gather(&report_memory, !from_signal);
   extern char *program_invocation_short_name; /* glibc's, as <errno.h> */
   struct hak_stats_header h = {.version = hak_version(),
                                .pid = hak_os_pid(),
                                .program = program_invocation_short_name,
                                .gathered = !from_signal};
-  size_t n = hak_stats_format(&h, &s, &m, json, buf, size);
+  size_t n = hak_stats_format(&h, &s, &report_memory, json, buf, size);
   pthread_mutex_unlock(&m_lock);
   return n;
 }
