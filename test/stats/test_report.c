@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,6 +302,39 @@ static void test_stats_file_per_process(void **state) {
   remove(path);
 }
 
+/* HAKMEM_STATS_SIGNAL=10 (SIGUSR1): the report from the handler has the
+ * header and the resident set, and says why the tiers are left out. */
+static void test_signal_report(void **state) {
+  (void)state;
+  const char *pattern = getenv("HAKMEM_STATS_FILE");
+  if (!pattern || !strcmp(HAKMEM_TEST_VARIANT, "fast"))
+    skip();
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    raise(SIGUSR1);
+    _exit(0);
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  const char *p = strstr(pattern, "%p");
+  char path[512];
+  snprintf(path, sizeof path, "%.*s%ld%s", (int)(p - pattern), pattern,
+           (long)pid, p + 2);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  size_t n = fread(report, 1, sizeof report - 1, f);
+  fclose(f);
+  report[n] = 0;
+  remove(path);
+  char want[64];
+  snprintf(want, sizeof want, "pid %ld (test_report)\n", (long)pid);
+  assert_non_null(strstr(report, want));
+  assert_non_null(strstr(report, "no tier figures"));
+  assert_non_null(strstr(report, "  rss "));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_get_refuses_bad_input),
@@ -310,6 +344,7 @@ int main(void) {
       cmocka_unit_test(test_header),
       cmocka_unit_test(test_report_length),
       cmocka_unit_test(test_stats_file_per_process),
+      cmocka_unit_test(test_signal_report),
   };
   return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }
