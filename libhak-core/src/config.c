@@ -226,7 +226,9 @@ static void apply(struct hak_config *cfg, const struct setting *s,
   char name[64], used[48];
   snprintf(name, sizeof name, "%s%s", origin, s->name);
   describe(cfg, s, used, sizeof used);
-  say("hakmem: ignoring %s=%s (%s); using %s\n", name, v, why, used);
+  /* A long value is cut, so that the line (and its reason) fits. */
+  say("hakmem: ignoring %s=%.80s%s (%s); using %s\n", name, v,
+      strlen(v) > 80 ? "..." : "", why, used);
 }
 
 static const struct setting *find(const char *name, size_t len) {
