@@ -202,14 +202,15 @@ static void json_report(struct out *o, const struct hak_stats_header *h,
   put(o, "{\"header\":{\"version\":\"%d.%d.%d\",\"variant\":\"%s\",\"pid\":%ld",
       h->version / 10000, h->version / 100 % 100, h->version % 100,
       variant_name(), h->pid);
-  /* A program name is a file name: quotes, backslashes and control
-   * characters are escaped so that the object still parses. */
+  /* A program name is a file name: quotes, backslashes, control
+   * characters and bytes above ASCII (which need not be UTF-8) are escaped
+   * so that the object always parses. */
   put(o, ",\"program\":\"");
   for (const char *c = h->program ? h->program : ""; *c; c++) {
     unsigned char ch = (unsigned char)*c;
     if (ch == '"' || ch == '\\')
       put(o, "\\%c", ch);
-    else if (ch < 0x20 || ch == 0x7f)
+    else if (ch < 0x20 || ch >= 0x7f) /* bytes, maybe not UTF-8: escaped */
       put(o, "\\u%04x", ch);
     else
       put(o, "%c", ch);

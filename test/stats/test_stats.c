@@ -719,6 +719,14 @@ static void test_format_json(void **state) {
   assert_int_equal(member_u64(&oj, "rss_peak"), 987654321);
   check_counters(&j, &s);
 
+  /* Control bytes and bytes above ASCII in the name are escaped. */
+  struct hak_stats_header odd = h;
+  odd.program = "x\001\377y";
+  hak_stats_format(&odd, &s, &mem, 1, big, sizeof big);
+  parse_one_object(&j, big);
+  sub_object(&j, "header", &hj, hs, sizeof hs);
+  assert_string_member(&hj, "program", "\"x\\u0001\\u00ffy\"");
+
   /* A peak read below the current size (the kernel's high-water mark lags)
    * is reported as the current size: the peak is never the smaller. */
   mem.os.rss = 5000000;
