@@ -40,7 +40,7 @@ static uint64_t json_counter(const char *json, const char *name) {
 }
 
 static struct syscalls take_syscalls(void) {
-  static char json[16384];
+  static char json[1 << 16];
   struct syscalls s = {0};
   if (bench_stats_report(json, sizeof json) == 0)
     return s;

@@ -77,9 +77,9 @@ HAKMEM_API void *hak_pvalloc(size_t size) HAKMEM_NOEXCEPT
 /* Bytes usable in the block at ptr (>= the size asked for); 0 for NULL. */
 HAKMEM_API size_t hak_usable_size(const void *ptr) HAKMEM_NOEXCEPT;
 
-/* Prints the statistics report to stderr now (text, or JSON when
- * HAKMEM_STATS=json).  Counters exist in the standard build (system calls)
- * and the observe build (every path); the fast build prints a note. */
+/* Prints the statistics report now: to stderr, or appended to
+ * HAKMEM_STATS_FILE when it is set; text, or JSON when HAKMEM_STATS=json.
+ * docs/STATS.md describes every field. */
 HAKMEM_API void hak_stats_print(void) HAKMEM_NOEXCEPT;
 /* Writes the report into buf (one JSON object when json != 0) and returns
  * the length the whole report needs, not counting the NUL, as snprintf
@@ -89,6 +89,64 @@ HAKMEM_API void hak_stats_print(void) HAKMEM_NOEXCEPT;
  * asks for the length alone. */
 HAKMEM_API size_t hak_stats_report(char *buf, size_t size,
                                    int json) HAKMEM_NOEXCEPT;
+
+/* ---- where the memory is: the report's numbers, without parsing ----------
+ * Gathered when asked, from the tiers' own metadata (nothing is counted on
+ * the fast paths); every build has them, the fast one included.  Exact
+ * for the calling thread's blocks; while other threads run, their current
+ * tiny slabs and their per-thread lists count as live (docs/STATS.md). */
+#define HAK_STATS_VERSION 1
+#define HAK_STATS_MAX_CLASSES 64 /* tiny: 48 classes, mid: 32 */
+enum { HAK_STATS_TINY = 0, HAK_STATS_MID = 1, HAK_STATS_LARGE = 2 };
+
+struct hak_stats_class {
+  size_t block_size;  /* bytes of each block of the class */
+  size_t live_blocks; /* blocks in use (bytes: x block_size) */
+  size_t free_blocks; /* carved and free: on slab free lists and the calling
+                         thread's lists */
+};
+
+struct hak_stats_tier {
+  size_t live_blocks, live_bytes; /* in use, at their block size (large:
+                                     whole pages) */
+  size_t free_blocks, free_bytes; /* carved and free (large: 0) */
+  size_t cached_bytes;   /* free slabs (large: free pages) kept with their
+                            pages for the purge delay */
+  size_t mapped;         /* address space of the tier's superslabs/arenas */
+  size_t committed;      /* of it, bytes that may be resident: an upper
+                            bound (a slab in use counts whole) */
+  size_t committed_peak; /* the most committed at once so far */
+  size_t classes;        /* entries of class_ in use (large: 0) */
+  struct hak_stats_class class_[HAK_STATS_MAX_CLASSES];
+};
+
+struct hak_stats {
+  unsigned size;    /* set by the caller: sizeof(struct hak_stats) */
+  unsigned version; /* set by hak_stats_get: HAK_STATS_VERSION */
+  struct hak_stats_tier tier[3]; /* HAK_STATS_TINY, _MID, _LARGE */
+  struct {
+    size_t mapped, mapped_peak; /* all of hakmem's mappings, the caches'
+                                   included, and the most at once */
+    size_t committed;    /* the tiers' committed plus cached_bytes */
+    size_t cached_bytes; /* free superslabs and regions libhak-os keeps with
+                            their pages */
+    size_t rss, rss_peak; /* the process's resident set (VmRSS, VmHWM);
+                             rss_peak >= rss */
+  } os;
+};
+/* Fills *out, of which the caller has set out->size (a later version may
+ * add fields at the end; an older caller gets the part it knows).  Returns
+ * 0, or -1 with errno EINVAL when out is NULL or out->size is smaller than
+ * version 1's struct. */
+HAKMEM_API int hak_stats_get(struct hak_stats *out) HAKMEM_NOEXCEPT;
+
+/* Gives free memory back to the kernel now.  force == 0: what the purge
+ * delay (HAKMEM_PURGE_DELAY_MS) has already run out for, as the next
+ * allocations would; force != 0: everything hakmem holds free, whatever
+ * the delay (the calling thread's lists first go back to their slabs), as
+ * hak_trim(0).  Returns the bytes of free memory that were resident and no
+ * longer are (0: nothing to give). */
+HAKMEM_API size_t hak_collect(int force) HAKMEM_NOEXCEPT;
 
 /* ---- the C library's malloc extensions (glibc's <malloc.h>) --------------
  * libhakmem.so also exports malloc_trim, mallinfo2, mallinfo, malloc_stats,

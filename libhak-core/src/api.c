@@ -35,7 +35,13 @@ static void on_thread_exit(void *arg) {
   VG_LEAVE();
 }
 
+/* The buffer of printed reports (print_report). */
+static pthread_mutex_t buf_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void fork_prepare(void) {
+  /* A report takes its buffer, then its figures, then the tiers' locks. */
+  pthread_mutex_lock(&buf_lock);
+  hak_report_fork_prepare();
   hak_large_fork_prepare();
   hak_mid_fork_prepare();
   hak_tiny_fork_prepare();
@@ -49,6 +55,8 @@ static void fork_parent(void) {
   hak_tiny_fork_parent();
   hak_mid_fork_parent();
   hak_large_fork_parent();
+  hak_report_fork_parent();
+  pthread_mutex_unlock(&buf_lock);
 }
 
 static void print_report(bool from_signal);
@@ -759,28 +767,70 @@ HAK_EXPORT_AS(hak_pvalloc);
 int hak_version(void) { return HAKMEM_VERSION; }
 
 size_t hak_stats_report(char *buf, size_t size, int json) {
-  struct hak_stats_snapshot s;
-  hak_stats_snapshot(&s);
-  hak_stats_set_rss(hak_os_rss_current(), hak_os_rss_peak());
-  return hak_stats_format(&s, json, buf, size);
+  hak_ensure_init();
+  return hak_stats_report_to(buf, size, json, false);
+}
+
+/* The text of `path` with every %p replaced by the pid (%% is a %): one
+ * file per process, when a command runs several. */
+static bool expand_path(const char *path, char *out, size_t n) {
+  size_t len = 0;
+  for (const char *p = path; *p; p++) {
+    char num[24];
+    const char *add = p;
+    size_t k = 1;
+    if (p[0] == '%' && p[1] == 'p') {
+      k = (size_t)snprintf(num, sizeof num, "%ld", hak_os_pid());
+      add = num;
+      p++;
+    } else if (p[0] == '%' && p[1] == '%') {
+      p++;
+    }
+    if (len + k >= n)
+      return false;
+    memcpy(out + len, add, k);
+    len += k;
+  }
+  out[len] = 0;
+  return true;
+}
+
+static void say_busy(void) {
+  static const char busy[] = "hakmem: statistics busy, try again\n";
+  hak_os_write_stderr(busy, sizeof busy - 1);
 }
 
 static void print_report(bool from_signal) {
-  char buf[8192];
-  struct hak_stats_snapshot s;
-  if (from_signal) {
-    if (!hak_stats_try_snapshot(&s)) {
-      static const char busy[] = "hakmem: statistics busy, try again\n";
-      hak_os_write_stderr(busy, sizeof busy - 1);
-      return;
-    }
-  } else {
-    hak_stats_snapshot(&s);
+  /* 32 KiB: the longest report (every class of both tiers, observe's
+   * per-class counts) takes about half.  Held across fork (fork_prepare). */
+  static char buf[32768];
+  if (from_signal ? pthread_mutex_trylock(&buf_lock) != 0
+                  : pthread_mutex_lock(&buf_lock) != 0) {
+    say_busy();
+    return;
   }
-  hak_stats_set_rss(hak_os_rss_current(), hak_os_rss_peak());
-  size_t n = hak_stats_format(&s, hak_config.stats == HAK_REPORT_JSON, buf,
-                              sizeof buf);
-  hak_os_write_stderr(buf, n < sizeof buf ? n : strlen(buf));
+  size_t n = hak_stats_report_to(buf, sizeof buf,
+                                 hak_config.stats == HAK_REPORT_JSON,
+                                 from_signal);
+  if (n == 0) {
+    say_busy();
+  } else {
+    n = n < sizeof buf ? n : strlen(buf);
+    char path[sizeof hak_config.stats_file + 32];
+    if (!hak_config.stats_file[0]) {
+      hak_os_write_stderr(buf, n);
+    } else if (!expand_path(hak_config.stats_file, path, sizeof path) ||
+               !hak_os_append_file(path, buf, n)) {
+      static const char cannot[] =
+          "hakmem: cannot write HAKMEM_STATS_FILE; the report follows\n";
+      hak_os_write_stderr(cannot, sizeof cannot - 1);
+      hak_os_write_stderr(buf, n);
+    }
+  }
+  pthread_mutex_unlock(&buf_lock);
 }
 
-void hak_stats_print(void) { print_report(false); }
+void hak_stats_print(void) {
+  hak_ensure_init();
+  print_report(false);
+}

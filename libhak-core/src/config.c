@@ -35,6 +35,7 @@
       .purge_delay_ms = 10,                                                   \
       .mid_cache_kb = 128,                                                    \
       .stats_signal = 0,                                                      \
+      .stats_file = "",                                                       \
       .guard_pages = false,                                                   \
       .guard_sample = 0,                                                      \
       .guard_slots = 1024,                                                    \
@@ -56,6 +57,7 @@ enum kind {
   KIND_BOOL,     /* 1/0, on/off, yes/no, true/false into a bool */
   KIND_REPORT,   /* a boolean, or text / json, into an int */
   KIND_SIGNAL,   /* 0 or a signal that may carry a report, into a size_t */
+  KIND_PATH,     /* a file name, copied into a char[256] ("" none) */
 };
 
 struct setting {
@@ -86,6 +88,7 @@ static const struct setting settings[] = {
     SETTING("PURGE_DELAY_MS", purge_delay_ms, KIND_UNSIGNED, 0, 3600000),
     SETTING("MID_CACHE_KB", mid_cache_kb, KIND_SIZE, 0, 4096),
     SETTING("STATS_SIGNAL", stats_signal, KIND_SIGNAL, 0, 0),
+    SETTING("STATS_FILE", stats_file, KIND_PATH, 0, 0),
     /* The per-call checks are compiled in (they cost too little to be worth
      * a branch on every call); what the level adds runs on slow paths. */
     SETTING("CHECKS", checks, KIND_UNSIGNED, 1, 2),
@@ -116,6 +119,7 @@ static void *field(struct hak_config *cfg, const struct setting *s) {
 static void store(struct hak_config *cfg, const struct setting *s,
                   size_t v) {
   switch (s->kind) {
+  case KIND_PATH: break; /* apply copies the text */
   case KIND_UNSIGNED: *(unsigned *)field(cfg, s) = (unsigned)v; break;
   case KIND_SIZE:
   case KIND_SIGNAL: *(size_t *)field(cfg, s) = v; break;
@@ -133,6 +137,9 @@ static void describe(struct hak_config *cfg, const struct setting *s,
   case KIND_SIZE:
   case KIND_SIGNAL: snprintf(out, n, "%zu", *(size_t *)field(cfg, s)); break;
   case KIND_BOOL: snprintf(out, n, "%d", *(bool *)field(cfg, s)); break;
+  case KIND_PATH:
+    snprintf(out, n, "\"%s\"", (char *)field(cfg, s));
+    break;
   case KIND_REPORT: {
     int r = *(int *)field(cfg, s);
     snprintf(out, n, "%s", r == HAK_REPORT_JSON ? "json" : r ? "text" : "0");
@@ -212,6 +219,12 @@ static void apply(struct hak_config *cfg, const struct setting *s,
       why = "a signal that cannot carry a report";
     }
     break;
+  case KIND_PATH:
+    ok = strlen(v) < sizeof cfg->stats_file;
+    why = "longer than 255 bytes";
+    if (ok)
+      strcpy((char *)field(cfg, s), v);
+    break;
   }
   if (ok) {
     store(cfg, s, x);
@@ -220,7 +233,9 @@ static void apply(struct hak_config *cfg, const struct setting *s,
   char name[64], used[48];
   snprintf(name, sizeof name, "%s%s", origin, s->name);
   describe(cfg, s, used, sizeof used);
-  say("hakmem: ignoring %s=%s (%s); using %s\n", name, v, why, used);
+  /* A long value is cut, so that the line (and its reason) fits. */
+  say("hakmem: ignoring %s=%.80s%s (%s); using %s\n", name, v,
+      strlen(v) > 80 ? "..." : "", why, used);
 }
 
 static const struct setting *find(const char *name, size_t len) {

@@ -29,6 +29,7 @@ struct hak_config {
   unsigned guard_sample;    /* HAKMEM_GUARD_SAMPLE: guard 1 allocation in N */
   unsigned guard_slots;     /* HAKMEM_GUARD_SLOTS: slots of the guarded pool */
   size_t guard_max;         /* HAKMEM_GUARD_MAX: largest block guarded */
+  char stats_file[256];     /* HAKMEM_STATS_FILE: reports go there ("" stderr) */
   unsigned checks;          /* HAKMEM_CHECKS: 0 (fast build), 1 every per-call
                                check, 2 also audits and guard pages */
 };
@@ -75,6 +76,14 @@ static inline void hak_ensure_init(void) {
 #define VG_RESIZE(p, old, new) ((void)0)
 #endif
 
+/* ---- the report (info.c) ------------------------------------------------ */
+/* hak_stats_report's work; from a signal handler (from_signal) it waits
+ * for no lock and leaves the tiers out, and returns 0 when busy. */
+HAK_INTERNAL size_t hak_stats_report_to(char *buf, size_t size, int json,
+                                        bool from_signal);
+HAK_INTERNAL void hak_report_fork_prepare(void);
+HAK_INTERNAL void hak_report_fork_parent(void);
+
 /* ---- misuse ---------------------------------------------------------- */
 HAK_INTERNAL __attribute__((noreturn)) void hak_misuse(const char *func,
                                                        const char *what,
@@ -114,15 +123,23 @@ HAK_INTERNAL unsigned hak_mid_dirty_slabs(void);
  * per class for the purge delay), for tests. */
 HAK_INTERNAL bool hak_mid_keeps_empty_slab(size_t size);
 HAK_INTERNAL void hak_mid_thread_exit(void);
-/* Bytes of the mid tier (as hak_tiny_usage): in use, counted from the
- * slabs' counts less the calling thread's lists (other threads' lists
- * count as in use); free: the rest of the carved blocks and the dirty free
- * slabs. */
+/* Blocks and bytes of the mid tier (as hak_tiny_usage): live, counted from
+ * the slabs' counts less the calling thread's lists (other threads' lists
+ * count as live); free: the rest of the carved blocks, and in bytes also
+ * the dirty free slabs.  Per class, block size mid_class_size. */
 struct hak_mid_usage {
   size_t in_use;
   size_t free;
+  size_t dirty_bytes;
+  size_t mapped, committed, committed_peak;
+  size_t live_blocks[HAK_MID_CLASSES];
+  size_t free_blocks[HAK_MID_CLASSES];
 };
-HAK_INTERNAL struct hak_mid_usage hak_mid_usage(void);
+HAK_INTERNAL void hak_mid_usage(struct hak_mid_usage *u);
+/* The block size of mid class cls. */
+HAK_INTERNAL size_t hak_mid_class_size(unsigned cls);
+/* Gives back the free slabs whose purge delay has run out (hak_collect). */
+HAK_INTERNAL void hak_mid_purge(void);
 /* malloc_trim: the calling thread's lists go back to the slabs, and the
  * free slabs kept for the delay are decommitted; returns bytes given back. */
 HAK_INTERNAL size_t hak_mid_trim(void);
@@ -161,6 +178,12 @@ HAK_INTERNAL void hak_large_release(void);
 HAK_INTERNAL bool hak_large_reclaim(void);
 /* Blocks of the large tier in use: count and bytes (whole pages). */
 HAK_INTERNAL void hak_large_usage(size_t *blocks, size_t *bytes);
+/* Bytes of the large tier's arenas: mapped, that may be resident (live
+ * blocks, dirty free pages, headers), and the most of that at once. */
+struct hak_large_memory {
+  size_t mapped, committed, committed_peak;
+};
+HAK_INTERNAL struct hak_large_memory hak_large_memory(void);
 HAK_INTERNAL void hak_large_fork_prepare(void);
 HAK_INTERNAL void hak_large_fork_parent(void);
 

@@ -80,6 +80,18 @@ static struct arena *with_free;               /* arenas with free pages */
 static struct arena *dirty_head, *dirty_tail; /* oldest free first */
 static size_t dirty_bytes, live_bytes, peak_live_bytes;
 static size_t live_blocks; /* mallinfo's count (hak_large_usage) */
+/* For the report: bytes of the arenas mapped, of their headers, and the
+ * most of live + dirty + header bytes at once (moved where live bytes
+ * grow: a free turns live pages into dirty ones). */
+static size_t arena_bytes, header_bytes, committed_peak;
+
+static size_t committed_now(void) {
+  return live_bytes + dirty_bytes + header_bytes;
+}
+static void note_committed(void) {
+  if (committed_now() > committed_peak)
+    committed_peak = committed_now();
+}
 static uint64_t next_due_ms = UINT64_MAX; /* earliest an arena's delay ends */
 
 /* ---- bitmaps --------------------------------------------------------- */
@@ -247,6 +259,8 @@ static struct arena *arena_init(void *base, size_t pages, size_t dirty,
   size_t header = sizeof *a + 4 * words * sizeof(uint64_t);
   memset(a, 0, header < dirty ? header : dirty < sizeof *a ? sizeof *a : dirty);
   a->region.size = pages * PAGE;
+  arena_bytes += pages * PAGE;
+  header_bytes += first * PAGE;
   a->standard = standard;
   a->pages = pages;
   a->first = first;
@@ -279,6 +293,8 @@ static size_t dirty_extent(struct arena *a) {
 
 /* A wholly free arena goes back to libhak-os. */
 static void arena_release(struct arena *a) {
+  arena_bytes -= a->region.size;
+  header_bytes -= a->first * PAGE;
   dirty_bytes -= a->dirty_pages * PAGE;
   dirty_unlink(a);
   a->free_pages = 0;
@@ -403,6 +419,7 @@ static void span_take(struct arena *a, size_t i, size_t e, size_t s, size_t n) {
   live_bytes += n * PAGE;
   if (live_bytes > peak_live_bytes)
     peak_live_bytes = live_bytes;
+  note_committed();
   free_list_update(a);
 }
 
@@ -599,6 +616,8 @@ static struct arena *arena_grow_free(size_t n, size_t *fresh) {
   /* The header grows with the arena: rebuild it as one free span whose
    * old pages stay dirty (the old header's pages are dirty too). */
   size_t old_pages = a->pages;
+  arena_bytes -= old_pages * PAGE; /* arena_init counts the new size */
+  header_bytes -= a->first * PAGE;
   dirty_bytes -= a->dirty_pages * PAGE;
   dirty_unlink(a);
   a->free_pages = 0;
@@ -858,6 +877,7 @@ static bool resize_in_place(struct arena *a, size_t i, size_t n) {
     live_bytes += (want - e) * PAGE;
     if (live_bytes > peak_live_bytes)
       peak_live_bytes = live_bytes;
+    note_committed();
     free_list_update(a);
   } else {
     guard_clear(a, i);
@@ -954,6 +974,15 @@ void hak_large_usage(size_t *blocks, size_t *bytes) {
   *blocks = live_blocks;
   *bytes = live_bytes;
   pthread_mutex_unlock(&lock);
+}
+
+struct hak_large_memory hak_large_memory(void) {
+  pthread_mutex_lock(&lock);
+  struct hak_large_memory m = {arena_bytes, committed_now(), committed_peak};
+  pthread_mutex_unlock(&lock);
+  if (m.committed_peak < m.committed)
+    m.committed_peak = m.committed; /* arenas set up with dirty pages */
+  return m;
 }
 
 bool hak_large_reclaim(void) {

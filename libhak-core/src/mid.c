@@ -619,23 +619,34 @@ static void usage_of_superslab(void *arg,
       used = carved;
     u->in_use += used * s->block_size;
     u->free += (carved - used) * s->block_size;
+    u->live_blocks[s->cls] += used;
+    u->free_blocks[s->cls] += carved - used;
   }
 }
 
-struct hak_mid_usage hak_mid_usage(void) {
-  struct hak_mid_usage u = {0, 0};
-  hak_os_slabset_walk(&slabset, usage_of_superslab, &u);
+void hak_mid_usage(struct hak_mid_usage *u) {
+  memset(u, 0, sizeof *u);
+  hak_os_slabset_walk(&slabset, usage_of_superslab, u);
   /* The calling thread's lists hold blocks the slabs count as out. */
   for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
-    size_t bytes = (size_t)tcache[cls].count * mid_class_size(cls);
-    bytes = bytes < u.in_use ? bytes : u.in_use;
-    u.in_use -= bytes;
-    u.free += bytes;
+    size_t n = tcache[cls].count;
+    n = n < u->live_blocks[cls] ? n : u->live_blocks[cls];
+    u->live_blocks[cls] -= n;
+    u->free_blocks[cls] += n;
+    u->in_use -= n * mid_class_size(cls);
+    u->free += n * mid_class_size(cls);
   }
-  u.free +=
-      (size_t)hak_os_slabset_info(&slabset).slabs_dirty * HAK_MID_SLAB_SIZE;
-  return u;
+  struct hak_os_slabset_info set = hak_os_slabset_info(&slabset);
+  u->dirty_bytes = (size_t)set.slabs_dirty * HAK_MID_SLAB_SIZE;
+  u->free += u->dirty_bytes;
+  u->mapped = (size_t)set.superslabs * HAK_SUPERSLAB_SIZE;
+  u->committed = set.committed;
+  u->committed_peak = set.committed_peak;
 }
+
+size_t hak_mid_class_size(unsigned cls) { return mid_class_size(cls); }
+
+void hak_mid_purge(void) { purge_due(); }
 
 size_t hak_mid_trim(void) {
   /* The calling thread's lists go back to their slabs first, and the

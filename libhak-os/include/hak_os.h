@@ -334,6 +334,7 @@ struct hak_os_slabset {
   struct hak_os_slabset_superslab *with_free; /* superslabs with free slabs */
   struct hak_os_slabset_superslab *all;       /* every superslab of the set */
   unsigned superslabs, slabs_in_use, slabs_dirty;
+  size_t committed_peak; /* the most hak_os_slabset_info's committed so far */
   /* Earliest a dirty slab is due; UINT64_MAX: none.  Written under the
    * lock, read without it by hak_os_slabset_purge (relaxed atomics). */
   uint64_t next_purge_ms;
@@ -376,6 +377,10 @@ struct hak_os_slabset_info {
   unsigned superslabs;
   unsigned slabs_in_use;
   unsigned slabs_dirty; /* free, pages still resident */
+  /* Bytes that may be resident: headers, slabs in use counted whole, dirty
+   * free slabs; and the most at once so far (it moves when a slab is
+   * taken). */
+  size_t committed, committed_peak;
 };
 HAK_INTERNAL struct hak_os_slabset_info
 hak_os_slabset_info(struct hak_os_slabset *set);
@@ -425,6 +430,13 @@ HAK_INTERNAL __attribute__((noreturn)) void hak_os_abort(void);
 
 /* Runs handler when signal sig arrives (the statistics signal). */
 HAK_INTERNAL bool hak_os_on_signal(int sig, void (*handler)(int));
+
+/* The process id (the report's header; getpid is a system call). */
+HAK_INTERNAL long hak_os_pid(void);
+/* Appends s to the file at path (created 0644 if missing); false if it
+ * cannot be opened or written (HAKMEM_STATS_FILE). */
+HAK_INTERNAL bool hak_os_append_file(const char *path, const char *s,
+                                     size_t n);
 
 /* Resident set size of the process now and at its peak, in bytes. */
 HAK_INTERNAL size_t hak_os_rss_current(void);

@@ -727,18 +727,34 @@ void hak_os_fork_child(void) {
 
 /* ---- messages and process state -------------------------------------- */
 
-void hak_os_write_stderr(const char *s, size_t n) {
+static bool write_all(int fd, const char *s, size_t n) {
   while (n) {
-    ssize_t w = write(2, s, n);
+    ssize_t w = write(fd, s, n);
     if (w <= 0) {
       if (w < 0 && errno == EINTR)
         continue;
-      return;
+      return false;
     }
     s += w;
     n -= (size_t)w;
   }
+  return true;
 }
+
+void hak_os_write_stderr(const char *s, size_t n) { (void)write_all(2, s, n); }
+
+bool hak_os_append_file(const char *path, const char *s, size_t n) {
+  /* O_APPEND: reports of one process follow each other (signal reports,
+   * then the one at exit), and a file left by an earlier run is kept. */
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return false;
+  bool ok = write_all(fd, s, n);
+  close(fd);
+  return ok;
+}
+
+long hak_os_pid(void) { return (long)getpid(); }
 
 void hak_os_abort(void) { abort(); }
 

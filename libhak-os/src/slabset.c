@@ -146,6 +146,14 @@ static void superslab_adopt(struct hak_os_slabset *set,
   set->superslabs++;
 }
 
+/* Bytes of the set's superslabs that may be resident: the headers, the
+ * slabs in use (counted whole: an upper bound) and the dirty free slabs. */
+static size_t committed_locked(const struct hak_os_slabset *set) {
+  size_t header = (set->header + HAK_PAGE_SIZE - 1) & ~(HAK_PAGE_SIZE - 1);
+  return ((size_t)(set->slabs_in_use + set->slabs_dirty) << set->slab_shift) +
+         (size_t)set->superslabs * header;
+}
+
 /* The superslab to take a slab from, preferring resident pages: one of ours
  * with a dirty free slab, else a cached superslab that kept its pages (a
  * slab of ours that is free but not dirty was never touched or was
@@ -198,6 +206,11 @@ struct hak_os_slabset_superslab *hak_os_slabset_take(struct hak_os_slabset *set,
   if (!ss->free_slabs)
     list_remove(ss);
   set->slabs_in_use++;
+  /* The peak moves only when a slab is taken (a release turns a slab in
+   * use into a dirty one, or decommits it). */
+  size_t committed = committed_locked(set);
+  if (committed > set->committed_peak)
+    set->committed_peak = committed;
   pthread_mutex_unlock(&set->lock);
   *slab = idx;
   return ss;
@@ -275,7 +288,9 @@ struct hak_os_slabset_info hak_os_slabset_info(struct hak_os_slabset *set) {
   pthread_mutex_lock(&set->lock);
   struct hak_os_slabset_info info = {.superslabs = set->superslabs,
                                      .slabs_in_use = set->slabs_in_use,
-                                     .slabs_dirty = set->slabs_dirty};
+                                     .slabs_dirty = set->slabs_dirty,
+                                     .committed = committed_locked(set),
+                                     .committed_peak = set->committed_peak};
   pthread_mutex_unlock(&set->lock);
   return info;
 }

@@ -217,20 +217,66 @@ HAK_INTERNAL void hak_stats_fork_child(void);
 
 /* Name of a counter, for reports. */
 HAK_INTERNAL const char *hak_stats_name(enum hak_stat id);
-/* Formats a snapshot as a text table (json == 0) or one JSON object into
- * buf; returns the length the whole report needs, as snprintf does.  When
+/* Whether this build keeps counter id: the counters before TINY_MALLOC
+ * are bumped with HAK_STAT_SYS (system calls and what they map), the rest
+ * with HAK_STAT_PATH. */
+static inline bool hak_stats_collected(enum hak_stat id) {
+  return id < HAK_STAT_TINY_MALLOC ? HAK_GATE_COUNT_SYSCALLS
+                                   : HAK_GATE_COUNT_PATHS;
+}
+
+/* ---- where the memory is ------------------------------------------------
+ * This layer knows no tier: the layers that own the memory fill this when
+ * a report is made (libhak-core gathers it from libhak-tiny, its own tiers
+ * and libhak-os), and the report formats it.  Nothing here is counted on
+ * a hot path.  hakmem.h's struct hak_stats has the same layout (libhak-core
+ * checks it at compile time): its comments say what each field means. */
+#define HAK_STATS_TIERS 3 /* tiny, mid, large */
+enum { HAK_STATS_TIER_TINY, HAK_STATS_TIER_MID, HAK_STATS_TIER_LARGE };
+
+struct hak_stats_mem_class {
+  size_t block_size;
+  size_t live_blocks;
+  size_t free_blocks;
+};
+
+struct hak_stats_mem_tier {
+  size_t live_blocks, live_bytes;
+  size_t free_blocks, free_bytes;
+  size_t cached_bytes;
+  size_t mapped, committed, committed_peak;
+  size_t classes; /* entries of class[] in use */
+  struct hak_stats_mem_class class_[HAK_STATS_CLASSES];
+};
+
+struct hak_stats_mem_os {
+  size_t mapped, mapped_peak, committed, cached_bytes, rss, rss_peak;
+};
+
+struct hak_stats_memory {
+  unsigned size, version; /* as hakmem.h's struct hak_stats */
+  struct hak_stats_mem_tier tier[HAK_STATS_TIERS];
+  struct hak_stats_mem_os os;
+};
+
+/* What a report needs besides the counters. */
+struct hak_stats_header {
+  int version;         /* hak_version() */
+  long pid;
+  const char *program; /* short name, or NULL */
+  bool gathered;       /* memory's tiers hold numbers (not from a signal
+                          handler, which must not take the tiers' locks) */
+};
+
+/* Formats a report as text (json == 0) or one JSON object into buf;
+ * returns the length the whole report needs, as snprintf does.  When
  * that is n or more, text is cut to n - 1 bytes and JSON left out (buf
  * holds ""), so that buf never holds an object that does not parse.  Always
- * NUL-terminated when n > 0.  Formatting only:
- * the caller decides where it goes, so that this layer makes no I/O. */
-HAK_INTERNAL size_t hak_stats_format(const struct hak_stats_snapshot *s,
+ * NUL-terminated when n > 0.  Formatting only: the caller decides where it
+ * goes, so that this layer makes no I/O.  docs/STATS.md: every field. */
+HAK_INTERNAL size_t hak_stats_format(const struct hak_stats_header *h,
+                                     const struct hak_stats_snapshot *s,
+                                     const struct hak_stats_memory *m,
                                      int json, char *buf, size_t n);
-/* The peak and current resident set size are not counters this layer can
- * measure; the caller passes them in when it has them (0 = unknown). */
-HAK_INTERNAL void hak_stats_set_rss(uint64_t current_bytes,
-                                    uint64_t peak_bytes);
-/* The block size of each class, for the report's class table: the tier
- * that owns the classes says (this layer knows none); 0 until it has. */
-HAK_INTERNAL void hak_stats_set_class_sizes(const uint32_t *sizes, unsigned n);
 
 #endif

@@ -10,6 +10,7 @@
 #include "hak_stats.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -121,23 +122,6 @@ bool hak_stats_try_snapshot(struct hak_stats_snapshot *out) {
 void hak_stats_thread_exit(void) {}
 #endif
 
-static uint64_t rss_current, rss_peak;
-static const uint32_t *class_sizes;
-static unsigned class_count;
-
-void hak_stats_set_class_sizes(const uint32_t *sizes, unsigned n) {
-  class_sizes = sizes;
-  class_count = n;
-}
-
-void hak_stats_set_rss(uint64_t current_bytes, uint64_t peak_bytes) {
-  rss_current = current_bytes;
-  /* The kernel updates its high-water mark lazily (VmHWM lags VmRSS by up
-   * to a scheduler tick's page faults), so a peak read just after the
-   * current size can be the smaller: the peak is at least what is there. */
-  rss_peak = peak_bytes > current_bytes ? peak_bytes : current_bytes;
-}
-
 static const char *const names[HAK_STAT_COUNT] = {
 #define HAK_STAT_NAME(id, name) name,
     HAK_STAT_LIST(HAK_STAT_NAME)
@@ -149,68 +133,235 @@ const char *hak_stats_name(enum hak_stat id) {
 }
 
 /* Appends to buf without overflowing, and counts what the whole report
- * needs; snprintf does not allocate for these integer formats. */
+ * needs; vsnprintf does not allocate for these formats. */
 struct out {
   char *buf;
   size_t n, len, need;
 };
 
-static void put(struct out *o, const char *fmt, unsigned long long a,
-                const char *s) {
+static void put(struct out *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...) {
   size_t room = o->len < o->n ? o->n - o->len : 0;
-  int w = s ? snprintf(o->buf + o->len, room, fmt, s, a)
-            : snprintf(o->buf + o->len, room, fmt, a);
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
+  va_end(ap);
   if (w > 0) {
     o->len += (size_t)w < room ? (size_t)w : (room ? room - 1 : 0);
     o->need += (size_t)w;
   }
 }
 
-size_t hak_stats_format(const struct hak_stats_snapshot *s, int json, char *buf,
+/* Bytes in the text form: B below 1 KiB, else KiB, MiB or GiB with one
+ * decimal, right-aligned in 10 columns. */
+static void put_bytes(struct out *o, size_t v) {
+  static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (v < 1024) {
+    put(o, " %8zu B", v);
+    return;
+  }
+  double x = (double)v / 1024;
+  unsigned u = 0;
+  while (x >= 1024 && u < 3) {
+    x /= 1024;
+    u++;
+  }
+  put(o, " %6.1f %s", x, unit[u]);
+}
+
+static const char *const tier_names[HAK_STATS_TIERS] = {"tiny", "mid", "large"};
+
+static const char *variant_name(void) {
+  return HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
+         : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
+                                                     : "observe";
+}
+
+/* A class appears when it holds a block or was used. */
+static bool class_shown(const struct hak_stats_mem_class *c,
+                        const struct hak_stats_snapshot *s, int tier,
+                        size_t i) {
+  bool counted = tier == HAK_STATS_TIER_TINY && HAK_GATE_COUNT_PATHS &&
+                 i < HAK_STATS_CLASSES &&
+                 (s->class_malloc[i] || s->class_free[i]);
+  return c->live_blocks || c->free_blocks || counted;
+}
+
+/* The peak resident size is never below the current one: the kernel
+ * updates its high-water mark lazily (VmHWM lags VmRSS by up to a
+ * scheduler tick's page faults), so a peak read just after the current
+ * size can be the smaller. */
+static size_t rss_peak_of(const struct hak_stats_memory *m) {
+  return m->os.rss_peak > m->os.rss ? m->os.rss_peak : m->os.rss;
+}
+
+static void json_report(struct out *o, const struct hak_stats_header *h,
+                        const struct hak_stats_snapshot *s,
+                        const struct hak_stats_memory *m) {
+  put(o, "{\"header\":{\"version\":\"%d.%d.%d\",\"variant\":\"%s\",\"pid\":%ld",
+      h->version / 10000, h->version / 100 % 100, h->version % 100,
+      variant_name(), h->pid);
+  /* A program name is a file name: quotes, backslashes, control
+   * characters and bytes above ASCII (which need not be UTF-8) are escaped
+   * so that the object always parses. */
+  put(o, ",\"program\":\"");
+  for (const char *c = h->program ? h->program : ""; *c; c++) {
+    unsigned char ch = (unsigned char)*c;
+    if (ch == '"' || ch == '\\')
+      put(o, "\\%c", ch);
+    else if (ch < 0x20 || ch >= 0x7f) /* bytes, maybe not UTF-8: escaped */
+      put(o, "\\u%04x", ch);
+    else
+      put(o, "%c", ch);
+  }
+  put(o, "\"}");
+  if (h->gathered) {
+    put(o, ",\"tiers\":{");
+    for (int t = 0; t < HAK_STATS_TIERS; t++) {
+      const struct hak_stats_mem_tier *r = &m->tier[t];
+      put(o,
+          "%s\"%s\":{\"live_blocks\":%zu,\"live_bytes\":%zu,"
+          "\"free_blocks\":%zu,\"free_bytes\":%zu,\"cached_bytes\":%zu,"
+          "\"mapped\":%zu,\"committed\":%zu,\"committed_peak\":%zu",
+          t ? "," : "", tier_names[t], r->live_blocks, r->live_bytes,
+          r->free_blocks, r->free_bytes, r->cached_bytes, r->mapped,
+          r->committed, r->committed_peak);
+      if (t != HAK_STATS_TIER_LARGE) {
+        put(o, ",\"classes\":[");
+        bool first = true;
+        for (size_t i = 0; i < r->classes && i < HAK_STATS_CLASSES; i++) {
+          const struct hak_stats_mem_class *c = &r->class_[i];
+          if (!class_shown(c, s, t, i))
+            continue;
+          put(o,
+              "%s{\"class\":%zu,\"block_size\":%zu,\"live_blocks\":%zu,"
+              "\"live_bytes\":%zu,\"free_blocks\":%zu,\"free_bytes\":%zu",
+              first ? "" : ",", i, c->block_size, c->live_blocks,
+              c->live_blocks * c->block_size, c->free_blocks,
+              c->free_blocks * c->block_size);
+          if (t == HAK_STATS_TIER_TINY && HAK_GATE_COUNT_PATHS)
+            put(o, ",\"mallocs\":%llu,\"frees\":%llu",
+                (unsigned long long)s->class_malloc[i],
+                (unsigned long long)s->class_free[i]);
+          put(o, "}");
+          first = false;
+        }
+        put(o, "]");
+      }
+      put(o, "}");
+    }
+    put(o, "}");
+    put(o,
+        ",\"os\":{\"mapped\":%zu,\"mapped_peak\":%zu,\"committed\":%zu,"
+        "\"cached_bytes\":%zu,",
+        m->os.mapped, m->os.mapped_peak, m->os.committed, m->os.cached_bytes);
+  } else {
+    put(o, ",\"os\":{");
+  }
+  put(o, "\"rss\":%zu,\"rss_peak\":%zu}", m->os.rss, rss_peak_of(m));
+  /* Only the counters this build keeps: a 0 would claim that nothing
+   * happened. */
+  put(o, ",\"counters\":{");
+  bool first = true;
+  for (int i = 0; i < HAK_STAT_COUNT; i++) {
+    if (!hak_stats_collected((enum hak_stat)i))
+      continue;
+    put(o, "%s\"%s\":%llu", first ? "" : ",", names[i],
+        (unsigned long long)s->count[i]);
+    first = false;
+  }
+  put(o, "}}\n");
+}
+
+static void text_report(struct out *o, const struct hak_stats_header *h,
+                        const struct hak_stats_snapshot *s,
+                        const struct hak_stats_memory *m) {
+  put(o, "hakmem %d.%d.%d statistics (%s build), pid %ld (%s)\n",
+      h->version / 10000, h->version / 100 % 100, h->version % 100,
+      variant_name(), h->pid, h->program ? h->program : "?");
+  if (h->gathered) {
+    put(o, "  %-6s %12s %10s %12s %10s %10s %10s %10s %10s\n", "tier",
+        "live blocks", "live", "free blocks", "free", "cached", "mapped",
+        "committed", "peak");
+    for (int t = 0; t < HAK_STATS_TIERS; t++) {
+      const struct hak_stats_mem_tier *r = &m->tier[t];
+      put(o, "  %-6s %12zu", tier_names[t], r->live_blocks);
+      put_bytes(o, r->live_bytes);
+      put(o, " %12zu", r->free_blocks);
+      put_bytes(o, r->free_bytes);
+      put_bytes(o, r->cached_bytes);
+      put_bytes(o, r->mapped);
+      put_bytes(o, r->committed);
+      put_bytes(o, r->committed_peak);
+      put(o, "\n");
+    }
+    put(o, "  %-20s", "os mapped");
+    put_bytes(o, m->os.mapped);
+    put(o, "  (peak");
+    put_bytes(o, m->os.mapped_peak);
+    put(o, ")\n  %-20s", "os committed");
+    put_bytes(o, m->os.committed);
+    put(o, "  (cached by the os layer");
+    put_bytes(o, m->os.cached_bytes);
+    put(o, ")\n");
+  } else {
+    put(o, "  (no tier figures: a report from a signal handler does not "
+           "take the tiers' locks)\n");
+  }
+  put(o, "  %-20s", "rss");
+  put_bytes(o, m->os.rss);
+  put(o, "  (peak");
+  put_bytes(o, rss_peak_of(m));
+  put(o, ")\n");
+  for (int t = 0; h->gathered && t < HAK_STATS_TIER_LARGE; t++) {
+    const struct hak_stats_mem_tier *r = &m->tier[t];
+    bool counts = t == HAK_STATS_TIER_TINY && HAK_GATE_COUNT_PATHS;
+    bool any = false;
+    for (size_t i = 0; i < r->classes && i < HAK_STATS_CLASSES; i++) {
+      const struct hak_stats_mem_class *c = &r->class_[i];
+      if (!class_shown(c, s, t, i))
+        continue;
+      if (!any) {
+        put(o, "  %s classes:\n  %5s %7s %12s %10s %12s %10s", tier_names[t],
+            "class", "block", "live blocks", "live", "free blocks", "free");
+        put(o, counts ? " %12s %12s\n" : "\n", "mallocs", "frees");
+        any = true;
+      }
+      put(o, "  %5zu %7zu %12zu", i, c->block_size, c->live_blocks);
+      put_bytes(o, c->live_blocks * c->block_size);
+      put(o, " %12zu", c->free_blocks);
+      put_bytes(o, c->free_blocks * c->block_size);
+      if (counts)
+        put(o, " %12llu %12llu", (unsigned long long)s->class_malloc[i],
+            (unsigned long long)s->class_free[i]);
+      put(o, "\n");
+    }
+  }
+  bool any = false;
+  for (int i = 0; i < HAK_STAT_COUNT; i++) {
+    if (!hak_stats_collected((enum hak_stat)i))
+      continue;
+    if (!any)
+      put(o, "  counters:\n");
+    any = true;
+    put(o, "  %-26s %20llu\n", names[i], (unsigned long long)s->count[i]);
+  }
+  if (!any)
+    put(o, "  (this build keeps no counters)\n");
+}
+
+size_t hak_stats_format(const struct hak_stats_header *h,
+                        const struct hak_stats_snapshot *s,
+                        const struct hak_stats_memory *m, int json, char *buf,
                         size_t n) {
   struct out o = {buf, n, 0, 0};
   if (n)
     buf[0] = 0;
-  const char *variant = HAK_BUILD_VARIANT == HAK_VARIANT_FAST       ? "fast"
-                        : HAK_BUILD_VARIANT == HAK_VARIANT_STANDARD ? "standard"
-                                                                    : "observe";
-  if (json) {
-    put(&o, "{\"variant\":\"%s\"", 0, variant);
-    for (int i = 0; i < HAK_STAT_COUNT; i++)
-      put(&o, ",\"%s\":%llu", s->count[i], names[i]);
-    put(&o, ",\"rss.current\":%llu", rss_current, NULL);
-    put(&o, ",\"rss.peak\":%llu", rss_peak, NULL);
-    put(&o, ",\"class_malloc\":[", 0, NULL);
-    for (int i = 0; i < HAK_STATS_CLASSES; i++)
-      put(&o, i ? ",%llu" : "%llu", s->class_malloc[i], NULL);
-    put(&o, "],\"class_free\":[", 0, NULL);
-    for (int i = 0; i < HAK_STATS_CLASSES; i++)
-      put(&o, i ? ",%llu" : "%llu", s->class_free[i], NULL);
-    put(&o, "]}\n", 0, NULL);
-  } else {
-    put(&o, "hakmem statistics (%s build)\n", 0, variant);
-    for (int i = 0; i < HAK_STAT_COUNT; i++)
-      put(&o, "  %-26s %20llu\n", s->count[i], names[i]);
-    put(&o, "  %-26s %20llu\n", rss_current, "rss.current");
-    put(&o, "  %-26s %20llu\n", rss_peak, "rss.peak");
-    int any = 0;
-    for (int i = 0; i < HAK_STATS_CLASSES; i++)
-      any |= s->class_malloc[i] != 0;
-    if (any) {
-      put(&o, "  %s\n", 0, "class  block     mallocs       frees");
-      for (int i = 0; i < HAK_STATS_CLASSES; i++) {
-        if (!s->class_malloc[i] && !s->class_free[i])
-          continue;
-        put(&o, "  %5llu", (unsigned long long)i, NULL);
-        put(&o, " %6llu",
-            (unsigned long long)((unsigned)i < class_count ? class_sizes[i]
-                                                           : 0),
-            NULL);
-        put(&o, " %11llu", s->class_malloc[i], NULL);
-        put(&o, " %11llu\n", s->class_free[i], NULL);
-      }
-    }
-  }
+  if (json)
+    json_report(&o, h, s, m);
+  else
+    text_report(&o, h, s, m);
   /* A cut JSON object would not parse: the caller gets none, and the size
    * to ask again with, as from a cut text. */
   if (json && o.need >= n && n)

@@ -300,18 +300,26 @@ struct hak_tiny_info {
 };
 HAK_INTERNAL struct hak_tiny_info hak_tiny_info(void);
 
-/* Bytes of the tiny front, summed at query time from the slabs' metadata
- * (mallinfo: nothing is counted on the fast paths).  in_use: blocks out of
- * the slabs, at their class's size.  Exact for the calling thread (its own
- * lists are walked); another thread's current slab counts every block it
- * carved, and a block freed by another thread counts until its owner
- * collects it.  free: carved blocks not in use, and the free slabs whose
- * pages are kept (dirty).  Approximate while other threads run. */
+/* Blocks of the tiny front, summed at query time from the slabs' metadata
+ * (mallinfo, the report: nothing is counted on the fast paths).  live: out
+ * of the slabs; free: carved but not out (on a slab's free list or the
+ * calling thread's list).  Exact for the calling thread (its own lists are
+ * walked); another thread's current slab counts every block it carved as
+ * live, and a block freed by another thread counts as live until its owner
+ * collects it.  Approximate while other threads run.  in_use and free:
+ * the same in bytes, free also counting the free slabs whose pages are
+ * kept (dirty).  committed: bytes of the tier's superslabs that may be
+ * resident (headers, slabs in use counted whole, dirty free slabs), and the
+ * most at once so far; mapped: its superslabs' bytes. */
 struct hak_tiny_usage {
   size_t in_use;
   size_t free;
+  size_t dirty_bytes;
+  size_t mapped, committed, committed_peak;
+  size_t live_blocks[HAK_TINY_CLASSES];
+  size_t free_blocks[HAK_TINY_CLASSES];
 };
-HAK_INTERNAL struct hak_tiny_usage hak_tiny_usage(void);
+HAK_INTERNAL void hak_tiny_usage(struct hak_tiny_usage *u);
 
 /* Decommits the free slabs kept for the purge delay now (malloc_trim);
  * returns the bytes given back. */

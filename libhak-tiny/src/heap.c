@@ -31,7 +31,6 @@ static void on_thread_exit(void *arg) {
 
 static void make_exit_key(void) {
   pthread_key_create(&exit_key, on_thread_exit);
-  hak_stats_set_class_sizes(hak_tiny_class_sizes, HAK_TINY_CLASSES);
   /* The secret only needs to be unknown to the program; the address of a
    * stack variable and the clock of the first thread are enough for a
    * marker that a program cannot forge by accident. */

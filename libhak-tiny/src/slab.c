@@ -8,6 +8,8 @@
  */
 #include "tiny_internal.h"
 
+#include <string.h>
+
 #include <pthread.h>
 
 /* A superslab just taken from libhak-os: its slabs are free. */
@@ -236,15 +238,20 @@ static void usage_of_superslab(void *arg,
     }
     u->in_use += live * bs;
     u->free += (carved - live) * bs;
+    u->live_blocks[s->cls] += live;
+    u->free_blocks[s->cls] += carved - live;
   }
 }
 
-struct hak_tiny_usage hak_tiny_usage(void) {
-  struct hak_tiny_usage u = {0, 0};
-  hak_os_slabset_walk(&slabset, usage_of_superslab, &u);
-  u.free +=
-      (size_t)hak_os_slabset_info(&slabset).slabs_dirty * HAK_TINY_SLAB_SIZE;
-  return u;
+void hak_tiny_usage(struct hak_tiny_usage *u) {
+  memset(u, 0, sizeof *u);
+  hak_os_slabset_walk(&slabset, usage_of_superslab, u);
+  struct hak_os_slabset_info set = hak_os_slabset_info(&slabset);
+  u->dirty_bytes = (size_t)set.slabs_dirty * HAK_TINY_SLAB_SIZE;
+  u->free += u->dirty_bytes;
+  u->mapped = (size_t)set.superslabs * HAK_SUPERSLAB_SIZE;
+  u->committed = set.committed;
+  u->committed_peak = set.committed_peak;
 }
 
 size_t hak_tiny_trim(void) { return hak_os_slabset_purge_all(&slabset); }

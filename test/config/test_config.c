@@ -222,6 +222,31 @@ static void test_stats_signal(void **state) {
   }
 }
 
+/* HAKMEM_STATS_FILE: a path kept as given (the report expands %p); one too
+ * long for the setting is refused with a warning. */
+static void test_stats_file(void **state) {
+  (void)state;
+  char err[512];
+  struct hak_config c =
+      load_with("HAKMEM_STATS_FILE", "/tmp/hakmem.%p.json", err, sizeof err);
+  assert_string_equal(c.stats_file,
+                      HAK_GATE_ENV_CONFIG ? "/tmp/hakmem.%p.json" : "");
+  assert_string_equal(err, "");
+  char longer[400];
+  memset(longer, 'a', sizeof longer - 1);
+  longer[sizeof longer - 1] = 0;
+  c = load_with("HAKMEM_STATS_FILE", longer, err, sizeof err);
+  assert_string_equal(c.stats_file, "");
+  if (HAK_GATE_ENV_CONFIG) {
+    assert_int_equal(lines(err), 1);
+    assert_non_null(strstr(err, "longer than 255 bytes"));
+  }
+  /* In an option string too, and a known name (no "no such setting"). */
+  c = load_with("HAKMEM_CONF", "stats_file=/tmp/r.%p", err, sizeof err);
+  assert_string_equal(c.stats_file, HAK_GATE_ENV_CONFIG ? "/tmp/r.%p" : "");
+  assert_string_equal(err, "");
+}
+
 /* A HAKMEM_* name that hakmem does not read gets one warning naming it; a
  * known one none. */
 static void test_unknown_name(void **state) {
@@ -295,6 +320,7 @@ int main(void) {
       cmocka_unit_test(test_booleans),
       cmocka_unit_test(test_checks_level),
       cmocka_unit_test(test_stats_signal),
+      cmocka_unit_test(test_stats_file),
       cmocka_unit_test(test_unknown_name),
       cmocka_unit_test(test_option_string),
   };

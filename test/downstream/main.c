@@ -135,7 +135,7 @@ int main(void) {
   }
 
   /* The report is reachable through the public API. */
-  char report[8192];
+  static char report[1 << 15];
   size_t n = hak_stats_report(report, sizeof report, 1);
   CHECK(n > 0 && n < sizeof report);
   CHECK(report[0] == '{');

@@ -29,7 +29,7 @@ int main(int argc, char **argv) {
       hak_free(small[k]);
     hak_free(p);
   }
-  char json[8192];
+  static char json[1 << 16];
   hak_stats_report(json, sizeof json, 1);
   printf("mmap=%llu munmap=%llu madvise=%llu mremap=%llu\n",
          field(json, "sys.mmap"), field(json, "sys.munmap"),

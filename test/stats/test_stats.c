@@ -532,26 +532,6 @@ static unsigned long long member_u64(const struct json *j, const char *key) {
   return strtoull(buf, NULL, 10);
 }
 
-/* The elements of an array member, as numbers. */
-static int member_array(const struct json *j, const char *key,
-                        unsigned long long *out, int max) {
-  const struct member *m = member(j, key);
-  assert_non_null(m);
-  assert_int_equal(m->value[0], '[');
-  const char *p = m->value + 1;
-  int n = 0;
-  while (*p != ']') {
-    char *end;
-    assert_true(n < max);
-    out[n++] = strtoull(p, &end, 10);
-    assert_true(end > p);
-    p = end;
-    if (*p == ',')
-      p++;
-  }
-  return n;
-}
-
 /* Self-test of the checker: it must reject what is not one object. */
 static void test_json_checker_rejects(void **state) {
   (void)state;
@@ -585,61 +565,203 @@ static void test_json_checker_rejects(void **state) {
 
 static char big[1 << 16];
 
+/* Memory figures with a distinct value in every field: tiny classes 0, 3
+ * and 47 and mid class 2 hold blocks. */
+static struct hak_stats_memory mem;
+static void fill_memory(struct hak_stats_memory *m) {
+  memset(m, 0, sizeof *m);
+  for (int t = 0; t < HAK_STATS_TIERS; t++) {
+    struct hak_stats_mem_tier *r = &m->tier[t];
+    r->live_blocks = 100 + t;
+    r->live_bytes = 1000 + t;
+    r->free_blocks = 200 + t;
+    r->free_bytes = 2000 + t;
+    r->cached_bytes = 3000 + t;
+    r->mapped = ((size_t)4 << 20) * (size_t)(t + 1);
+    r->committed = ((size_t)3 << 20) + (size_t)t;
+    r->committed_peak = ((size_t)5 << 30) + (size_t)t;
+    r->classes = t == 0 ? 48 : t == 1 ? 32 : 0;
+    for (size_t i = 0; i < r->classes; i++)
+      r->class_[i].block_size = 16 * (i + 1) + 1000 * (size_t)t;
+  }
+  m->tier[0].class_[0].live_blocks = 7;
+  m->tier[0].class_[3].live_blocks = 100;
+  m->tier[0].class_[3].free_blocks = 28;
+  m->tier[0].class_[47].free_blocks = 5;
+  m->tier[1].class_[2].live_blocks = 9;
+  m->os.mapped = 123 << 20;
+  m->os.mapped_peak = 456 << 20;
+  m->os.committed = 77777;
+  m->os.cached_bytes = 8888;
+  m->os.rss = 123456789;
+  m->os.rss_peak = 987654321;
+}
+
+static struct hak_stats_header header(bool gathered) {
+  return (struct hak_stats_header){.version = 204,
+                                   .pid = 4242,
+                                   .program = "pro\"g\\x",
+                                   .gathered = gathered};
+}
+
+/* The value of member key of j, parsed as one object into sub (its text
+ * copied to store, which must outlive sub). */
+static void sub_object(const struct json *j, const char *key, struct json *sub,
+                       char *store, size_t n) {
+  const struct member *m = member(j, key);
+  if (!m)
+    print_error("JSON member %s missing\n", key);
+  assert_non_null(m);
+  assert_true(m->value_len < n);
+  memcpy(store, m->value, m->value_len);
+  store[m->value_len] = 0;
+  parse_one_object(sub, store);
+}
+
+static void assert_string_member(const struct json *j, const char *key,
+                                 const char *want_json) {
+  const struct member *m = member(j, key);
+  assert_non_null(m);
+  assert_int_equal(m->value_len, strlen(want_json));
+  assert_memory_equal(m->value, want_json, m->value_len);
+}
+
+static void check_counters(const struct json *root,
+                           const struct hak_stats_snapshot *s) {
+  static char store[8192];
+  struct json c;
+  sub_object(root, "counters", &c, store, sizeof store);
+  int kept = 0;
+  for (int i = 0; i < HAK_STAT_COUNT; i++) {
+    const char *name = hak_stats_name((enum hak_stat)i);
+    if (hak_stats_collected((enum hak_stat)i)) {
+      assert_int_equal(member_u64(&c, name), s->count[i]);
+      kept++;
+    } else {
+      /* Not collected: left out, not a 0 that would say nothing happened. */
+      assert_null(member(&c, name));
+    }
+  }
+  assert_int_equal(c.n_members, kept);
+  assert_int_equal(hak_stats_collected(HAK_STAT_SYS_MMAP),
+                   HAK_GATE_COUNT_SYSCALLS);
+  assert_int_equal(hak_stats_collected(HAK_STAT_TINY_MALLOC),
+                   HAK_GATE_COUNT_PATHS);
+}
+
 static void test_format_json(void **state) {
   (void)state;
   struct hak_stats_snapshot s;
   fill_synthetic(&s);
-  hak_stats_set_rss(123456789, 987654321);
-  size_t n = hak_stats_format(&s, 1, big, sizeof big);
+  fill_memory(&mem);
+  struct hak_stats_header h = header(true);
+  size_t n = hak_stats_format(&h, &s, &mem, 1, big, sizeof big);
   assert_true(n > 0 && n < sizeof big - 1);
   assert_int_equal(n, strlen(big));
 
   struct json j;
   parse_one_object(&j, big);
-  const struct member *v = member(&j, "variant");
-  assert_non_null(v);
+  assert_int_equal(j.n_members, 4);
+  static char hs[1024], ts[16384], tt[8192], os_[1024];
+  struct json hj, tj, tiny, oj;
+  sub_object(&j, "header", &hj, hs, sizeof hs);
+  assert_string_member(&hj, "version", "\"0.2.4\"");
   char want[32];
   snprintf(want, sizeof want, "\"%s\"", variant_name());
-  assert_int_equal(v->value_len, strlen(want));
-  assert_memory_equal(v->value, want, v->value_len);
-  for (int i = 0; i < HAK_STAT_COUNT; i++)
-    assert_int_equal(member_u64(&j, hak_stats_name((enum hak_stat)i)),
-                     s.count[i]);
-  assert_int_equal(member_u64(&j, "rss.current"), 123456789);
-  assert_int_equal(member_u64(&j, "rss.peak"), 987654321);
-  unsigned long long a[HAK_STATS_CLASSES + 1];
-  assert_int_equal(member_array(&j, "class_malloc", a, HAK_STATS_CLASSES + 1),
-                   HAK_STATS_CLASSES);
-  for (int i = 0; i < HAK_STATS_CLASSES; i++)
-    assert_int_equal(a[i], s.class_malloc[i]);
-  assert_int_equal(member_array(&j, "class_free", a, HAK_STATS_CLASSES + 1),
-                   HAK_STATS_CLASSES);
-  for (int i = 0; i < HAK_STATS_CLASSES; i++)
-    assert_int_equal(a[i], s.class_free[i]);
-  /* Nothing but these members. */
-  assert_int_equal(j.n_members, 1 + HAK_STAT_COUNT + 2 + 2);
+  assert_string_member(&hj, "variant", want);
+  assert_int_equal(member_u64(&hj, "pid"), 4242);
+  /* The program name escaped: the object still parses. */
+  assert_string_member(&hj, "program", "\"pro\\\"g\\\\x\"");
+
+  sub_object(&j, "tiers", &tj, ts, sizeof ts);
+  assert_int_equal(tj.n_members, 3);
+  static const char *const tiers[] = {"tiny", "mid", "large"};
+  for (int t = 0; t < 3; t++) {
+    sub_object(&tj, tiers[t], &tiny, tt, sizeof tt);
+    const struct hak_stats_mem_tier *r = &mem.tier[t];
+    assert_int_equal(member_u64(&tiny, "live_blocks"), r->live_blocks);
+    assert_int_equal(member_u64(&tiny, "live_bytes"), r->live_bytes);
+    assert_int_equal(member_u64(&tiny, "free_blocks"), r->free_blocks);
+    assert_int_equal(member_u64(&tiny, "free_bytes"), r->free_bytes);
+    assert_int_equal(member_u64(&tiny, "cached_bytes"), r->cached_bytes);
+    assert_int_equal(member_u64(&tiny, "mapped"), r->mapped);
+    assert_int_equal(member_u64(&tiny, "committed"), r->committed);
+    assert_int_equal(member_u64(&tiny, "committed_peak"), r->committed_peak);
+    assert_int_equal(member(&tiny, "classes") != NULL, t != 2);
+  }
+  /* Each class that holds a block has an entry with its block size. */
+  sub_object(&tj, "tiny", &tiny, tt, sizeof tt);
+  const struct member *cl = member(&tiny, "classes");
+  char entry[256];
+  snprintf(entry, sizeof entry,
+           "{\"class\":3,\"block_size\":64,\"live_blocks\":100,"
+           "\"live_bytes\":6400,\"free_blocks\":28,\"free_bytes\":1792");
+  assert_non_null(strstr(cl->value, entry));
+  assert_non_null(strstr(cl->value, "{\"class\":47,\"block_size\":768,"));
+  assert_true(strstr(cl->value, "{\"class\":0,\"block_size\":16,") ==
+              cl->value + 1);
+  /* Empty classes are left out (unless the observe build counted them). */
+  if (!HAK_GATE_COUNT_PATHS)
+    assert_null(strstr(cl->value, "\"class\":1,"));
+  else
+    assert_non_null(strstr(cl->value, "\"class\":7,\"block_size\":128,"));
+  sub_object(&tj, "mid", &tiny, tt, sizeof tt);
+  cl = member(&tiny, "classes");
+  assert_non_null(strstr(cl->value, "{\"class\":2,\"block_size\":1048,"
+                                    "\"live_blocks\":9,\"live_bytes\":9432,"));
+
+  sub_object(&j, "os", &oj, os_, sizeof os_);
+  assert_int_equal(member_u64(&oj, "mapped"), 123 << 20);
+  assert_int_equal(member_u64(&oj, "mapped_peak"), 456 << 20);
+  assert_int_equal(member_u64(&oj, "committed"), 77777);
+  assert_int_equal(member_u64(&oj, "cached_bytes"), 8888);
+  assert_int_equal(member_u64(&oj, "rss"), 123456789);
+  assert_int_equal(member_u64(&oj, "rss_peak"), 987654321);
+  check_counters(&j, &s);
+
+  /* Control bytes and bytes above ASCII in the name are escaped. */
+  struct hak_stats_header odd = h;
+  odd.program = "x\001\377y";
+  hak_stats_format(&odd, &s, &mem, 1, big, sizeof big);
+  parse_one_object(&j, big);
+  sub_object(&j, "header", &hj, hs, sizeof hs);
+  assert_string_member(&hj, "program", "\"x\\u0001\\u00ffy\"");
 
   /* A peak read below the current size (the kernel's high-water mark lags)
    * is reported as the current size: the peak is never the smaller. */
-  hak_stats_set_rss(5000000, 4000000);
-  hak_stats_format(&s, 1, big, sizeof big);
+  mem.os.rss = 5000000;
+  mem.os.rss_peak = 4000000;
+  hak_stats_format(&h, &s, &mem, 1, big, sizeof big);
   parse_one_object(&j, big);
-  assert_int_equal(member_u64(&j, "rss.current"), 5000000);
-  assert_int_equal(member_u64(&j, "rss.peak"), 5000000);
+  sub_object(&j, "os", &oj, os_, sizeof os_);
+  assert_int_equal(member_u64(&oj, "rss"), 5000000);
+  assert_int_equal(member_u64(&oj, "rss_peak"), 5000000);
 
-  /* An all-zero snapshot is one valid object too. */
+  /* From a signal handler: no tiers, the os part holds the resident set. */
+  h = header(false);
+  hak_stats_format(&h, &s, &mem, 1, big, sizeof big);
+  parse_one_object(&j, big);
+  assert_int_equal(j.n_members, 3);
+  assert_null(member(&j, "tiers"));
+  sub_object(&j, "os", &oj, os_, sizeof os_);
+  assert_int_equal(oj.n_members, 2);
+  assert_int_equal(member_u64(&oj, "rss"), 5000000);
+
+  /* All zero, no program name: one valid object too. */
   memset(&s, 0, sizeof s);
-  hak_stats_set_rss(0, 0);
-  n = hak_stats_format(&s, 1, big, sizeof big);
+  memset(&mem, 0, sizeof mem);
+  h = (struct hak_stats_header){0};
+  n = hak_stats_format(&h, &s, &mem, 1, big, sizeof big);
   assert_int_equal(n, strlen(big));
   parse_one_object(&j, big);
-  assert_int_equal(member_u64(&j, hak_stats_name(HAK_STAT_SYS_MMAP)), 0);
+  check_counters(&j, &s);
 
   /* A real snapshot, whatever the build counted. */
   hak_stats_snapshot(&s);
-  n = hak_stats_format(&s, 1, big, sizeof big);
+  h = header(true);
+  n = hak_stats_format(&h, &s, &mem, 1, big, sizeof big);
   parse_one_object(&j, big);
-  assert_int_equal(member_u64(&j, "sys.mmap"), s.count[HAK_STAT_SYS_MMAP]);
+  check_counters(&j, &s);
 }
 
 /* Finds the table line of a counter and returns its value. */
@@ -667,71 +789,46 @@ static void test_format_text(void **state) {
   (void)state;
   struct hak_stats_snapshot s;
   fill_synthetic(&s);
-  hak_stats_set_rss(4096, 8192);
-  /* The block sizes come from the tier that owns the classes. */
-  static uint32_t sizes[HAK_STATS_CLASSES];
-  for (int i = 0; i < HAK_STATS_CLASSES; i++)
-    sizes[i] = 100u * (unsigned)(i + 1) + 7;
-  hak_stats_set_class_sizes(sizes, HAK_STATS_CLASSES);
-  size_t n = hak_stats_format(&s, 0, big, sizeof big);
+  fill_memory(&mem);
+  mem.os.rss = 4096;
+  mem.os.rss_peak = 3 << 20;
+  struct hak_stats_header h = header(true);
+  size_t n = hak_stats_format(&h, &s, &mem, 0, big, sizeof big);
   assert_true(n > 0 && n < sizeof big - 1);
   assert_int_equal(n, strlen(big));
   assert_int_equal(big[n - 1], '\n');
 
-  char title[64];
-  snprintf(title, sizeof title, "hakmem statistics (%s build)\n",
+  char title[128];
+  snprintf(title, sizeof title,
+           "hakmem 0.2.4 statistics (%s build), pid 4242 (pro\"g\\x)\n",
            variant_name());
   assert_memory_equal(big, title, strlen(title));
   for (int i = 0; i < HAK_STAT_COUNT; i++) {
     unsigned long long v;
-    assert_true(text_value(big, hak_stats_name((enum hak_stat)i), &v));
-    assert_int_equal(v, s.count[i]);
+    int found = text_value(big, hak_stats_name((enum hak_stat)i), &v);
+    assert_int_equal(found, hak_stats_collected((enum hak_stat)i));
+    if (found)
+      assert_int_equal(v, s.count[i]);
   }
-  unsigned long long v;
-  assert_true(text_value(big, "rss.current", &v));
-  assert_int_equal(v, 4096);
-  assert_true(text_value(big, "rss.peak", &v));
-  assert_int_equal(v, 8192);
+  /* Human units. */
+  assert_non_null(strstr(big, "rss                     4.0 KiB  (peak    3.0 MiB)\n"));
+  assert_non_null(strstr(big, "\n  tiny            100     1000 B          200"));
+  assert_non_null(strstr(big, "    5.0 GiB\n"));
 
-  /* The class table: one line per class used: class, block size,
-   * mallocs, frees. */
-  static const struct {
-    int cls;
-    unsigned long long m, f;
-  } rows[] = {
-      {0, 11, 10}, {3, 5, 2}, {7, 0, 9}, {HAK_STATS_CLASSES - 1, 123456789, 0}};
-  for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
-    char line[128];
-    int found = 0;
-    for (const char *p = big; *p && !found; p = strchr(p, '\n') + 1) {
-      unsigned long long c, bs, m, f;
-      int used = 0;
-      if (sscanf(p, " %llu %llu %llu %llu%n", &c, &bs, &m, &f, &used) == 4 &&
-          p[used] == '\n' && c == (unsigned long long)rows[r].cls) {
-        assert_int_equal(bs, sizes[c]);
-        assert_int_equal(m, rows[r].m);
-        assert_int_equal(f, rows[r].f);
-        found = 1;
-      }
-    }
-    snprintf(line, sizeof line, "class %d row", rows[r].cls);
-    if (!found)
-      print_error("%s missing in:\n%s", line, big);
-    assert_true(found);
-  }
-  /* No row for an unused class. */
-  for (const char *p = big; *p; p = strchr(p, '\n') + 1) {
-    unsigned long long c, bs, m, f;
-    if (sscanf(p, " %llu %llu %llu %llu", &c, &bs, &m, &f) == 4)
-      assert_true(c == 0 || c == 3 || c == 7 || c == HAK_STATS_CLASSES - 1);
-  }
+  /* The class tables: one line per class that holds a block: class, block
+   * size, live blocks and bytes, free blocks and bytes (and in observe,
+   * mallocs and frees). */
+  assert_non_null(strstr(big, "  tiny classes:\n"));
+  assert_non_null(strstr(big, "  mid classes:\n"));
+  assert_non_null(strstr(big, "\n      3      64          100    6.2 KiB           28    1.8 KiB"));
+  assert_non_null(strstr(big, "\n      2    1048            9    9.2 KiB            0        0 B"));
 
-  /* Without class counts, no class table. */
-  memset(s.class_malloc, 0, sizeof s.class_malloc);
-  memset(s.class_free, 0, sizeof s.class_free);
-  n = hak_stats_format(&s, 0, big, sizeof big);
-  assert_null(strstr(big, "class"));
+  /* From a signal handler: a line says why the tiers are missing. */
+  h = header(false);
+  n = hak_stats_format(&h, &s, &mem, 0, big, sizeof big);
   assert_int_equal(n, strlen(big));
+  assert_null(strstr(big, "classes:"));
+  assert_non_null(strstr(big, "no tier figures"));
 }
 
 /* Every buffer size from 0 up past the full length: no byte written past
@@ -743,14 +840,16 @@ static void check_truncation(int json) {
   static char buf[1 << 16];
   struct hak_stats_snapshot s;
   fill_synthetic(&s);
-  hak_stats_set_rss(UINT64_MAX, UINT64_MAX);
-  size_t len = hak_stats_format(&s, json, full, sizeof full);
+  fill_memory(&mem);
+  mem.os.rss = mem.os.rss_peak = SIZE_MAX;
+  struct hak_stats_header h = header(true);
+  size_t len = hak_stats_format(&h, &s, &mem, json, full, sizeof full);
   assert_int_equal(len, strlen(full));
   assert_true(len + 64 < sizeof buf);
   const size_t guard = 32;
   for (size_t n = 0; n <= len + 2; n += (n < 300 || n + 300 > len) ? 1 : 7) {
     memset(buf, 0xA5, n + guard);
-    size_t r = hak_stats_format(&s, json, buf, n);
+    size_t r = hak_stats_format(&h, &s, &mem, json, buf, n);
     for (size_t i = n; i < n + guard; i++)
       if ((unsigned char)buf[i] != 0xA5) {
         print_error("n = %zu: byte %zu written past the buffer\n", n, i);
