@@ -13,6 +13,9 @@ Allocator names used by every script:
   libc, mimalloc      <base tree>/bench/<program>_libc, _mimalloc
   preload-hakmem      <base tree>/bench/<program>_libc with LD_PRELOAD of the
                       fast tree's libhakmem.so (the base tree's if no fast)
+  preload-hakmem-standard
+                      the same with the standard tree's libhakmem.so (the
+                      release build, as users preload it)
   preload-mimalloc, preload-tcmalloc, preload-jemalloc
                       the same plain binary with LD_PRELOAD of the system's
                       libmimalloc.so.2 / libtcmalloc_minimal.so.4 /
@@ -30,7 +33,8 @@ import sys
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("fast", "standard", "observe")
 ALLOCATORS = ("hakmem-fast", "hakmem-standard", "hakmem-observe", "libc",
-              "mimalloc", "preload-hakmem", "preload-mimalloc",
+              "mimalloc", "preload-hakmem", "preload-hakmem-standard",
+              "preload-mimalloc",
               "preload-tcmalloc", "preload-jemalloc", "preload-glibc")
 # Shared libraries of the peers, and the Debian package that provides each.
 PEER_LIBS = {
@@ -73,8 +77,10 @@ class Builds:
     def program(self, tree, program, alloc):
         return os.path.join(tree, "bench", "%s_%s" % (program, alloc))
 
-    def libhakmem(self):
-        for tree in (self.dirs["fast"], self.base):
+    def libhakmem(self, variant="fast"):
+        trees = (self.dirs[variant], self.base) if variant == "fast" else \
+            (self.dirs[variant],)
+        for tree in trees:
             path = os.path.join(tree, "libhakmem.so")
             if os.path.exists(path):
                 return path
@@ -106,10 +112,11 @@ class Builds:
             lib = allocator[len("preload-"):]
             if lib == "glibc":
                 return [plain], {}
-            if lib == "hakmem":
-                so = self.libhakmem()
+            if lib in ("hakmem", "hakmem-standard"):
+                variant = "standard" if lib == "hakmem-standard" else "fast"
+                so = self.libhakmem(variant)
                 if not so:
-                    return None, "libhakmem.so not built"
+                    return None, "the %s tree's libhakmem.so not built" % variant
                 return [plain], {"LD_PRELOAD": so}
             if lib in PEER_LIBS:
                 so = find_library(PEER_LIBS[lib][0])
