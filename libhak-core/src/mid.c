@@ -14,9 +14,13 @@
 #include <pthread.h>
 #include <string.h>
 
+/* Blocks a slab holds at most: 1 MiB of the smallest class, 1280 bytes. */
+#define MID_MAX_BLOCKS (HAK_MID_SLAB_SIZE / 1280 + 1)
+#define MID_MAP_WORDS ((MID_MAX_BLOCKS + 63) / 64)
+
 struct mid_slab {
-  void *free;    /* blocks returned to the slab */
-  uint32_t used; /* blocks out of the slab (live or in thread caches) */
+  uint32_t nfree; /* blocks returned to the slab (bits of free_map) */
+  uint32_t used;  /* blocks out of the slab (live or in thread caches) */
   uint32_t carved;
   uint32_t capacity;
   uint32_t block_size;
@@ -25,6 +29,10 @@ struct mid_slab {
   uint16_t in_use;
   uint32_t touched; /* bytes from the slab's base that may be non-zero (the
                        rest is untouched since mapped or decommitted) */
+  /* trim_slab's: the most blocks out since its last look, and how many
+   * looks in a row found the slab less than half used. */
+  uint32_t used_peak;
+  uint32_t sparse_looks;
   char *start;
   struct mid_slab *next, *prev; /* in the class's list */
   /* Bit i: page i of the slab was cleared by calloc (or found resident by
@@ -32,6 +40,12 @@ struct mid_slab {
    * resident.  Kept across the slab's classes; only a hint (a page may have
    * been swapped out since), read and set without the lock. */
   uint64_t resident[HAK_MID_SLAB_SIZE / HAK_PAGE_SIZE / 64];
+  /* Bit i: block i, below `carved`, is back in the slab.  A map rather than
+   * a list through the blocks, so that blocks are handed out lowest address
+   * first: the blocks in use gather at the slab's start, whatever order
+   * they were freed in, and what lies above them can be given back
+   * (trim_slab).  Putting a block back writes nothing into it. */
+  uint64_t free_map[MID_MAP_WORDS];
 };
 
 struct mid_superslab {
@@ -181,7 +195,8 @@ static struct mid_slab *slab_new(unsigned cls) {
   size_t bs = mid_class_size(cls);
   size_t begin = idx == 0 ? HAK_MID_HEADER : 0;
   s->start = (char *)ss + idx * HAK_MID_SLAB_SIZE + begin;
-  s->free = NULL;
+  s->nfree = 0;
+  memset(s->free_map, 0, sizeof s->free_map);
   s->used = 0;
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
   s->capacity = (uint32_t)((HAK_MID_SLAB_SIZE - begin) / bs);
@@ -246,15 +261,25 @@ static void list_remove(struct mid_class *c, struct mid_slab *s) {
 }
 
 static bool slab_has_block(const struct mid_slab *s) {
-  return s->free || s->carved < s->capacity;
+  return s->nfree || s->carved < s->capacity;
+}
+
+static inline uint32_t block_index(const struct mid_slab *s, const void *p) {
+  /* Exact for offsets below 2^20 (the slab size). */
+  uint64_t off = (uint64_t)((const char *)p - s->start);
+  return (uint32_t)((off * s->div_magic) >> 32);
 }
 
 /* Returns one block to its slab; called with the class lock held. */
 static void slab_put(struct mid_class *c, void *p) {
   struct mid_slab *s = slab_of(p);
   bool had = slab_has_block(s);
-  set_next(p, s->free);
-  s->free = p;
+  uint32_t i = block_index(s, p);
+  uint64_t bit = (uint64_t)1 << (i % 64);
+  if (HAK_GATE_CHECKS && HAK_UNLIKELY(s->free_map[i / 64] & bit))
+    hak_misuse("free", "double free", p);
+  s->free_map[i / 64] |= bit;
+  s->nfree++;
   if (!had)
     list_push(c, s);
   if (--s->used == 0) {
@@ -303,18 +328,25 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list,
       __atomic_store_n(&c->kept, NULL, __ATOMIC_RELAXED);
     /* Slabs are aligned to their size (slab 0 starts past the header). */
     char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
+    unsigned w = 0;
     while (got < n && slab_has_block(s)) {
-      void *p;
+      uint32_t i;
       bool fresh = false;
-      if (s->free) {
-        p = s->free;
-        s->free = next_of(p);
+      if (s->nfree) { /* the lowest block put back: below any uncarved */
+        while (!s->free_map[w])
+          w++;
+        i = w * 64 + (uint32_t)__builtin_ctzll(s->free_map[w]);
+        s->free_map[w] &= s->free_map[w] - 1;
+        s->nfree--;
       } else {
-        p = s->start + (size_t)s->carved * s->block_size;
-        __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
-        fresh = (size_t)((char *)p - base) >= s->touched;
+        i = s->carved;
+        __atomic_store_n(&s->carved, i + 1, __ATOMIC_RELAXED);
+        fresh =
+            (size_t)(s->start - base) + (size_t)i * s->block_size >= s->touched;
       }
-      s->used++;
+      void *p = s->start + (size_t)i * s->block_size;
+      if (++s->used > s->used_peak)
+        s->used_peak = s->used;
       set_next(p, head);
       *head_fresh = fresh;
       head = p;
@@ -358,18 +390,73 @@ static uint32_t cache_limit(unsigned cls) {
  * pages that threads which have exited gave back. */
 static uint64_t kept_checked_ms; /* when purge_due last looked at them */
 
+/* The blocks in use gather at a slab's start (free_map), but its pages
+ * stay resident as far as its carving once reached: after a burst, by
+ * threads that have exited for instance, a few blocks in use keep a whole
+ * slab's pages.  So a slab that stayed less than half in use for a whole
+ * purge delay (100 in the big classes, as their free slabs) is trimmed:
+ * carving is set back to just past its last block in use, and the pages
+ * above are given back.  The class lock held; from purge_due, once per
+ * delay. */
+#define TRIM_SLACK ((size_t)64 << 10) /* less is not worth a system call */
+
+static void trim_slab(struct mid_slab *s) {
+  uint32_t peak = s->used_peak;
+  s->used_peak = s->used;
+  char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
+  size_t begin = (size_t)(s->start - base), bs = s->block_size;
+  size_t reach = begin + (size_t)s->carved * bs;
+  if (s->touched > reach)
+    reach = s->touched;
+  if (s->used == 0 || (size_t)peak * bs * 2 > reach - begin ||
+      reach < begin + 2 * TRIM_SLACK) {
+    s->sparse_looks = 0; /* the kept slab is release_kept's */
+    return;
+  }
+  if (++s->sparse_looks < (bs >= BIG_CLASS ? BIG_CLASS_DELAYS : 1))
+    return;
+  uint32_t top = s->carved; /* one past the last block in use */
+  while (top && (s->free_map[(top - 1) / 64] >> ((top - 1) % 64) & 1)) {
+    top--;
+    s->free_map[top / 64] &= ~((uint64_t)1 << (top % 64));
+    s->nfree--;
+  }
+  /* The blocks above `top` were written: carving them again must not take
+   * them for fresh. */
+  s->touched = (uint32_t)reach;
+  __atomic_store_n(&s->carved, top, __ATOMIC_RELAXED);
+  size_t end =
+      (begin + top * bs + HAK_PAGE_SIZE - 1) & ~(size_t)(HAK_PAGE_SIZE - 1);
+  if (end + TRIM_SLACK > reach)
+    return;
+  hak_os_decommit(base + end, reach - end);
+  s->touched = (uint32_t)end;
+  size_t pg = end / HAK_PAGE_SIZE; /* the resident hints from there on */
+  for (size_t w = pg / 64; w < sizeof s->resident / sizeof *s->resident; w++)
+    __atomic_fetch_and(&s->resident[w],
+                       w == pg / 64 ? ~(~(uint64_t)0 << (pg % 64)) : 0,
+                       __ATOMIC_RELAXED);
+}
+
+/* The slabs of a class looked at per delay: the head of its list, which
+ * blocks are taken from, and so where a burst's slabs end up. */
+#define TRIM_LOOKS 4
+
 static void purge_due(void) {
   uint64_t now = hak_os_clock_ms();
   unsigned delay = slabset.purge_delay_ms;
-  /* The classes' kept empty slabs, once per delay; a class whose lock is
-   * busy is in use and is left for the next look. */
+  /* The classes' kept empty slabs and idle slabs, once per delay; a class
+   * whose lock is busy is in use and is left for the next look. */
   if (now - __atomic_load_n(&kept_checked_ms, __ATOMIC_RELAXED) >= delay) {
     __atomic_store_n(&kept_checked_ms, now, __ATOMIC_RELAXED);
+    pthread_once(&classes_once, classes_init);
     for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
       struct mid_class *c = &classes[cls];
-      if (__atomic_load_n(&c->kept, __ATOMIC_RELAXED) &&
-          pthread_mutex_trylock(&c->lock) == 0) {
+      if (pthread_mutex_trylock(&c->lock) == 0) {
         release_kept(c, now - delay);
+        struct mid_slab *s = c->slabs;
+        for (int i = 0; s && i < TRIM_LOOKS; i++, s = s->next)
+          trim_slab(s);
         pthread_mutex_unlock(&c->lock);
       }
     }

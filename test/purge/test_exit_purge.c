@@ -12,6 +12,9 @@
  *    refills from partly used slabs), not only by the next slab taken.
  *  - The empty slab a mid class keeps goes back once it has stayed empty
  *    for the purge delay, and at once on a trim.
+ *  - A mid slab that a burst carved far and that a few blocks of the main
+ *    thread keep in use is trimmed back to those blocks once the burst is
+ *    over, and carving past them again gives memory that calloc clears.
  *
  * Nothing here depends on timing to pass: the second test waits past a
  * short delay and then calls until the condition holds, with a generous
@@ -198,6 +201,69 @@ static void test_kept_empty_mid_slabs_given_back(void **state) {
   set_delay(SHORT);
 }
 
+/* 4 KiB blocks, 256 to a slab: the burst carves most of one slab, the
+ * main thread's few blocks were carved before it, at the slab's start. */
+enum { BURST_BLOCKS = 200, BURST_BLOCK = 4 * KiB, OWN_BLOCKS = 4 };
+static void *burst_and_exit(void *arg) {
+  (void)arg;
+  void *b[BURST_BLOCKS];
+  for (int i = 0; i < BURST_BLOCKS; i++) {
+    b[i] = hak_malloc(BURST_BLOCK);
+    assert_non_null(b[i]);
+    memset(b[i], 0xA5, BURST_BLOCK);
+  }
+  for (int i = 0; i < BURST_BLOCKS; i++)
+    hak_free(b[i]);
+  return NULL;
+}
+
+static unsigned burst_class(void) {
+  unsigned cls = 0;
+  while (hak_mid_class_size(cls) != BURST_BLOCK)
+    cls++;
+  return cls;
+}
+
+/* Blocks of the class carved and not out: what stays resident for it. */
+static size_t burst_free_blocks(void) {
+  struct hak_mid_usage u;
+  hak_mid_usage(&u);
+  return u.free_blocks[burst_class()];
+}
+
+static bool burst_trimmed(void) { return burst_free_blocks() < 64; }
+
+static void test_mid_burst_trimmed(void **state) {
+  (void)state;
+  set_delay(SHORT);
+  unsigned char *own[OWN_BLOCKS];
+  for (int i = 0; i < OWN_BLOCKS; i++) {
+    own[i] = hak_malloc(BURST_BLOCK);
+    assert_non_null(own[i]);
+    memset(own[i], i + 1, BURST_BLOCK);
+  }
+  run_thread(burst_and_exit);
+  assert_true(burst_free_blocks() >= BURST_BLOCKS / 2);
+  assert_true(call_until(burst_trimmed));
+  for (int i = 0; i < OWN_BLOCKS; i++)
+    for (size_t j = 0; j < BURST_BLOCK; j++)
+      assert_int_equal(own[i][j], i + 1);
+  /* Carving past the blocks in use again: given-back pages and the ones
+   * the burst wrote alike read as zero through calloc. */
+  unsigned char *b[BURST_BLOCKS];
+  for (int i = 0; i < BURST_BLOCKS; i++) {
+    b[i] = hak_calloc(1, BURST_BLOCK);
+    assert_non_null(b[i]);
+    for (size_t j = 0; j < BURST_BLOCK; j++)
+      assert_int_equal(b[i][j], 0);
+    memset(b[i], 0x5A, BURST_BLOCK);
+  }
+  for (int i = 0; i < BURST_BLOCKS; i++)
+    hak_free(b[i]);
+  for (int i = 0; i < OWN_BLOCKS; i++)
+    hak_free(own[i]);
+}
+
 int main(void) {
   hak_free(hak_malloc(1)); /* start-up first: it configures every tier */
   const struct CMUnitTest tests[] = {
@@ -205,6 +271,7 @@ int main(void) {
       cmocka_unit_test(test_abandoned_swept_while_calling),
       cmocka_unit_test(test_purge_while_calling),
       cmocka_unit_test(test_kept_empty_mid_slabs_given_back),
+      cmocka_unit_test(test_mid_burst_trimmed),
   };
   return cmocka_run_group_tests_name("exit_purge", tests, NULL, NULL);
 }
