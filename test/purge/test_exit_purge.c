@@ -31,22 +31,9 @@
 #include <cmocka.h>
 
 #include "core_internal.h"
+#include "purge_delay.h"
 
-#define SHORT 5u
-#define NEVER 3600000u
 #define KiB ((size_t)1 << 10)
-
-/* The configuration every tier reads, as start-up would pass it down. */
-static void set_delay(unsigned ms) {
-  hak_config.purge_delay_ms = ms;
-  struct hak_tiny_config tiny = {.dirty_slab_limit = 4096,
-                                 .purge_delay_ms = ms};
-  hak_tiny_configure(&tiny);
-  hak_mid_configure(ms, 64);
-  struct hak_os_config os = hak_os_default_config();
-  os.purge_delay_ms = ms;
-  hak_os_configure(&os);
-}
 
 /* 48-byte blocks over several slabs (1365 to a 64 KiB slab). */
 enum { ABANDONED_BLOCKS = 6000, BLOCK = 48 };
