@@ -98,6 +98,17 @@ static inline struct mid_slab *slab_of(const void *p) {
   return &ss->slabs[((uintptr_t)p & HAK_SUPERSLAB_MASK) >> HAK_MID_SLAB_SHIFT];
 }
 
+/* A slab's first byte: slabs are aligned to their size (slab 0's blocks
+ * start past the header). */
+static inline char *slab_base(const struct mid_slab *s) {
+  return (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
+}
+
+/* Bytes from the slab's first byte to the end of its carved blocks. */
+static inline size_t carved_end(const struct mid_slab *s) {
+  return (size_t)(s->start - slab_base(s)) + (size_t)s->carved * s->block_size;
+}
+
 static inline uint64_t freed_mark(const void *p) {
   return hak_tiny_secret ^ (uintptr_t)p ^ 0x5a5a;
 }
@@ -232,8 +243,7 @@ static void slab_release(struct mid_slab *s) {
   unsigned idx = (unsigned)(s - ss->slabs);
   /* Read without the lock by the checked free: relaxed atomics. */
   __atomic_store_n(&s->in_use, 0, __ATOMIC_RELAXED);
-  size_t end = (size_t)(s->start - (char *)ss) - idx * HAK_MID_SLAB_SIZE +
-               (size_t)s->carved * s->block_size;
+  size_t end = carved_end(s);
   if (end > s->touched)
     s->touched = (uint32_t)end;
   __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
@@ -326,8 +336,7 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list,
     }
     if (s == c->kept)
       __atomic_store_n(&c->kept, NULL, __ATOMIC_RELAXED);
-    /* Slabs are aligned to their size (slab 0 starts past the header). */
-    char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
+    char *base = slab_base(s);
     unsigned w = 0;
     while (got < n && slab_has_block(s)) {
       uint32_t i;
@@ -403,9 +412,9 @@ static uint64_t kept_checked_ms; /* when purge_due last looked at them */
 static void trim_slab(struct mid_slab *s) {
   uint32_t peak = s->used_peak;
   s->used_peak = s->used;
-  char *base = (char *)((uintptr_t)s->start & ~(HAK_MID_SLAB_SIZE - 1));
+  char *base = slab_base(s);
   size_t begin = (size_t)(s->start - base), bs = s->block_size;
-  size_t reach = begin + (size_t)s->carved * bs;
+  size_t reach = carved_end(s);
   if (s->touched > reach)
     reach = s->touched;
   if (s->used == 0 || (size_t)peak * bs * 2 > reach - begin ||
@@ -445,7 +454,7 @@ static void trim_slab(struct mid_slab *s) {
 static void purge_due(void) {
   uint64_t now = hak_os_clock_ms();
   unsigned delay = slabset.purge_delay_ms;
-  /* The classes' kept empty slabs and idle slabs, once per delay; a class
+  /* The classes' kept empty slabs and sparse slabs, once per delay; a class
    * whose lock is busy is in use and is left for the next look. */
   if (now - __atomic_load_n(&kept_checked_ms, __ATOMIC_RELAXED) >= delay) {
     __atomic_store_n(&kept_checked_ms, now, __ATOMIC_RELAXED);
@@ -607,7 +616,7 @@ void hak_mid_free(void *p) {
   struct mid_slab *s = slab_of(p);
   if (HAK_GATE_CHECK_BLOCK_START) {
     uintptr_t off = (uintptr_t)((char *)p - s->start);
-    uint32_t idx = (uint32_t)((off * s->div_magic) >> 32);
+    uint32_t idx = block_index(s, p);
     if (!__atomic_load_n(&s->in_use, __ATOMIC_RELAXED) ||
         (char *)p < s->start || off >= HAK_MID_SLAB_SIZE ||
         (size_t)idx * s->block_size != off ||
