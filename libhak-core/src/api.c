@@ -414,11 +414,13 @@ static int posix_memalign_impl(void **out, size_t align, size_t size) {
     return EINVAL;
   int saved = errno;
   void *p = malloc_aligned(align, size);
-  if (!p) {
-    int e = errno;
-    errno = saved;
+  int e = errno;
+  /* posix_memalign reports through its result and leaves errno as it was,
+   * also when a tier set it on the way to a block it then found another
+   * way (the large tier's failed attempt before it maps a fresh arena). */
+  errno = saved;
+  if (!p)
     return e ? e : ENOMEM;
-  }
   *out = p;
   return 0;
 }
