@@ -415,9 +415,9 @@ static int posix_memalign_impl(void **out, size_t align, size_t size) {
   int saved = errno;
   void *p = malloc_aligned(align, size);
   int e = errno;
-  /* posix_memalign reports through its result and leaves errno as it was,
-   * also when a tier set it on the way to a block it then found another
-   * way (the large tier's failed attempt before it maps a fresh arena). */
+  /* posix_memalign reports through its result and leaves errno as it was;
+   * the tiers keep errno on success too (a refused in-place mremap was the
+   * one that did not), but a tier's failure here is not the caller's. */
   errno = saved;
   if (!p)
     return e ? e : ENOMEM;

@@ -606,11 +606,16 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
     return true;
   }
   /* Grow in place only: moving would break the alignment that lets a
-   * pointer find its header. */
+   * pointer find its header.  A refusal is an answer, not an error: the
+   * caller moves the region instead, and the program's errno stays as it
+   * was (a successful malloc must not leave ENOMEM behind). */
   HAK_STAT_SYS(SYS_MREMAP, 1);
+  int saved = errno;
   void *p = mremap(base, mapped, new_size, 0);
-  if (p == MAP_FAILED)
+  if (p == MAP_FAILED) {
+    errno = saved;
     return false;
+  }
   HAK_STAT_SYS(OS_BYTES_MAPPED, new_size - mapped);
   count_mapped(new_size - mapped, 0);
   *new_mapped = new_size;
@@ -643,10 +648,15 @@ void *hak_os_huge_move(void *base, size_t mapped, size_t new_size,
   return to;
 }
 
+/* false: refused, the caller copies instead (errno left as it was, as in
+ * hak_os_huge_resize). */
 bool hak_os_move_pages(void *from, size_t n, void *to) {
+  int saved = errno;
   HAK_STAT_SYS(SYS_MREMAP, 1);
-  if (mremap(from, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED)
+  if (mremap(from, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
+    errno = saved;
     return false;
+  }
   /* The hole the move left is mapped again (fresh pages, which read as
    * zero); if even that is refused, the pages go back where they were. */
   HAK_STAT_SYS(SYS_MMAP, 1);
@@ -657,6 +667,7 @@ bool hak_os_move_pages(void *from, size_t n, void *to) {
     HAK_STAT_SYS(SYS_MREMAP, 1);
     if (mremap(to, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, from) == MAP_FAILED)
       hak_os_abort(); /* a hole in a region: nothing safe is left to do */
+    errno = saved;
     return false;
   }
   return true;
