@@ -242,10 +242,8 @@ static void set_units(struct arena *a, bool on) {
   if (on)
     hak_os_set_kind(a, HAK_REGION_LARGE);
   for (size_t u = 1; u < units; u++)
-    __atomic_store_n(
-        &hak_os_region_map[((uintptr_t)a >> HAK_SUPERSLAB_SHIFT) + u],
-        (uint8_t)(on ? HAK_REGION_LARGE_TAIL : HAK_REGION_NONE),
-        __ATOMIC_RELEASE);
+    hak_os_set_kind((char *)a + u * HAK_SUPERSLAB_SIZE,
+                    on ? HAK_REGION_LARGE_TAIL : HAK_REGION_NONE);
 }
 
 /* Sets up the header of a mapping of `pages` pages whose first `dirty`

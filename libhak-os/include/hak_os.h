@@ -110,16 +110,45 @@ HAK_INTERNAL void hak_os_decommit(void *p, size_t n);
 HAK_INTERNAL bool hak_os_zero(void *p, size_t n);
 
 /* The region map: one byte per HAK_SUPERSLAB_SIZE unit of the 47-bit user
- * address space, the kind of the region that starts there (os.c). */
+ * address space, the kind of the region that starts there (os.c).  Two
+ * levels: a top table of pointers to leaves of HAK_OS_MAP_LEAF units (16
+ * GiB of address space each), a leaf mapped when a region first lands in
+ * its range, the others pointing at one leaf that reads HAK_REGION_NONE.
+ * Flat, the map was 32 MiB of .bss, which RLIMIT_AS counts in full. */
 #define HAK_OS_MAP_UNITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
-HAK_INTERNAL extern uint8_t hak_os_region_map[HAK_OS_MAP_UNITS];
+#define HAK_OS_MAP_LEAF_SHIFT 12
+#define HAK_OS_MAP_LEAF ((size_t)1 << HAK_OS_MAP_LEAF_SHIFT)
+#define HAK_OS_MAP_TOP (HAK_OS_MAP_UNITS >> HAK_OS_MAP_LEAF_SHIFT)
+/* A top entry holds its leaf's address minus `none`'s: zero, as the whole
+ * table is at start (.bss: no page of it is written or read in until a
+ * region needs it), leads to `none`. */
+struct hak_os_map {
+  uint8_t none[HAK_OS_MAP_LEAF]; /* never written: HAK_REGION_NONE */
+  uintptr_t top[HAK_OS_MAP_TOP];
+};
+HAK_INTERNAL extern struct hak_os_map hak_os_map;
+
+/* The byte of one unit below HAK_OS_MAP_UNITS.  A leaf is published after
+ * the kernel zeroed it and before any region in its range exists, so a
+ * pointer hakmem handed out always finds its own leaf. */
+static inline enum hak_region_kind hak_os_map_get(uintptr_t unit) {
+  /* A plain load: an entry is written once, before any region of its range
+   * exists, so whoever holds a pointer there reads it after the write (an
+   * atomic load here costs free two instructions: GCC folds no offset into
+   * it). */
+  uintptr_t e = hak_os_map.top[unit >> HAK_OS_MAP_LEAF_SHIFT];
+  /* An address sum, not an index of `none`: the leaf is elsewhere. */
+  return (enum hak_region_kind)__atomic_load_n(
+      (const uint8_t *)((uintptr_t)hak_os_map.none + e +
+                        (unit & (HAK_OS_MAP_LEAF - 1))),
+      __ATOMIC_RELAXED);
+}
 
 /* The kind of the region p's unit starts, for a pointer hakmem handed out
- * (below 2^47, as every user-space mapping is): one load. */
+ * (below 2^47, as every user-space mapping is): two loads, the first of a
+ * top entry that the program's few regions keep in cache. */
 static inline enum hak_region_kind hak_os_kind_of(const void *p) {
-  return (enum hak_region_kind)__atomic_load_n(
-      &hak_os_region_map[(uintptr_t)p >> HAK_SUPERSLAB_SHIFT],
-      __ATOMIC_RELAXED);
+  return hak_os_map_get((uintptr_t)p >> HAK_SUPERSLAB_SHIFT);
 }
 
 /* The same for any pointer at all: HAK_REGION_NONE beyond the map. */
@@ -127,13 +156,18 @@ static inline enum hak_region_kind hak_os_kind_checked(const void *p) {
   uintptr_t unit = (uintptr_t)p >> HAK_SUPERSLAB_SHIFT;
   if (HAK_UNLIKELY(unit >= HAK_OS_MAP_UNITS))
     return HAK_REGION_NONE;
-  return (enum hak_region_kind)__atomic_load_n(&hak_os_region_map[unit],
-                                               __ATOMIC_RELAXED);
+  return hak_os_map_get(unit);
 }
 
-/* The owner tier names what a region holds (never HAK_REGION_NONE: the
- * region stays hakmem's until libhak-os unmaps it). */
-HAK_INTERNAL void hak_os_set_kind(void *region, enum hak_region_kind kind);
+/* The owner tier names what a unit of a region it holds is (the region
+ * stays hakmem's until libhak-os unmaps it; HAK_REGION_NONE for a unit the
+ * region no longer covers). */
+HAK_INTERNAL void hak_os_set_kind(void *unit, enum hak_region_kind kind);
+
+/* libhak-os's own: maps the leaves of the region map that [base, base +
+ * size) needs, before a region there is named; false (errno ENOMEM) when
+ * the kernel refuses one. */
+HAK_INTERNAL bool hak_os_map_reserve(const void *base, size_t size);
 
 /* Makes [p, p + n) inaccessible (access == false) or read-write again. */
 HAK_INTERNAL void hak_os_protect(void *p, size_t n, bool access);
@@ -435,8 +469,7 @@ HAK_INTERNAL bool hak_os_on_signal(int sig, void (*handler)(int));
 HAK_INTERNAL long hak_os_pid(void);
 /* Appends s to the file at path (created 0644 if missing); false if it
  * cannot be opened or written (HAKMEM_STATS_FILE). */
-HAK_INTERNAL bool hak_os_append_file(const char *path, const char *s,
-                                     size_t n);
+HAK_INTERNAL bool hak_os_append_file(const char *path, const char *s, size_t n);
 
 /* Resident set size of the process now and at its peak, in bytes. */
 HAK_INTERNAL size_t hak_os_rss_current(void);

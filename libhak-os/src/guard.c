@@ -155,6 +155,11 @@ static bool reserve_locked(void) {
                         ~(uintptr_t)HAK_SUPERSLAB_MASK);
   unmap(raw, (size_t)(base - raw));
   unmap(base + pool.bytes, (size_t)(raw + HAK_SUPERSLAB_SIZE - base));
+  if (!hak_os_map_reserve(base, pool.bytes)) {
+    unmap(base, pool.bytes);
+    unmap(m, meta);
+    return false;
+  }
   pool.slot = (struct slot *)m;
   pool.ring = (unsigned *)(m + (size_t)pool.nslots * sizeof(struct slot));
   for (unsigned i = 0; i < pool.nslots; i++)

@@ -245,19 +245,64 @@ void hak_os_protect(void *p, size_t n, bool access) {
 
 /* ---- the region map: one byte per superslab-sized unit ----------------- */
 
-/* 32 MiB of zero-initialised .bss: the kernel backs only the pages written,
- * and one page covers 16 GiB of address space, so a process pays a page or
- * two; a lazily mapped table would cost a pointer load on every free. */
-uint8_t hak_os_region_map[HAK_OS_MAP_UNITS];
+/* 64 KiB of .bss for the top table, of which a program touches a line or
+ * two: a flat map's 32 MiB counted against RLIMIT_AS (VmSize) in full, an
+ * eighth of a 256 MiB limit. */
+struct hak_os_map hak_os_map;
+
+static bool range_mapped(uintptr_t t) {
+  return __atomic_load_n(&hak_os_map.top[t], __ATOMIC_ACQUIRE) != 0;
+}
+
+bool hak_os_map_reserve(const void *base, size_t size) {
+  uintptr_t first = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
+  uintptr_t last =
+      ((uintptr_t)base + (size ? size : 1) - 1) >> HAK_SUPERSLAB_SHIFT;
+  if (last >= HAK_OS_MAP_UNITS) /* never, for a user-space mapping */
+    last = HAK_OS_MAP_UNITS - 1;
+  for (uintptr_t t = first >> HAK_OS_MAP_LEAF_SHIFT;
+       first < HAK_OS_MAP_UNITS && t <= last >> HAK_OS_MAP_LEAF_SHIFT; t++) {
+    if (range_mapped(t))
+      continue;
+    /* Not counted as mapped bytes: no block lives there. */
+    HAK_STAT_SYS(SYS_MMAP, 1);
+    void *p = mmap(NULL, HAK_OS_MAP_LEAF, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      errno = ENOMEM;
+      return false;
+    }
+    uintptr_t expected = 0;
+    if (!__atomic_compare_exchange_n(&hak_os_map.top[t], &expected,
+                                     (uintptr_t)p - (uintptr_t)hak_os_map.none,
+                                     false, __ATOMIC_RELEASE,
+                                     __ATOMIC_RELAXED)) {
+      HAK_STAT_SYS(SYS_MUNMAP, 1); /* another thread mapped it first */
+      munmap(p, HAK_OS_MAP_LEAF);
+    }
+  }
+  return true;
+}
 
 static void map_set(const void *base, enum hak_region_kind kind) {
   size_t unit = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
-  if (unit < HAK_OS_MAP_UNITS)
-    __atomic_store_n(&hak_os_region_map[unit], (uint8_t)kind, __ATOMIC_RELEASE);
+  if (unit >= HAK_OS_MAP_UNITS)
+    return;
+  size_t t = unit >> HAK_OS_MAP_LEAF_SHIFT;
+  if (HAK_UNLIKELY(!range_mapped(t))) {
+    if (kind != HAK_REGION_NONE)
+      hak_os_abort(); /* a region mapped without hak_os_map_reserve */
+    return;
+  }
+  uint8_t *byte =
+      (uint8_t *)((uintptr_t)hak_os_map.none +
+                  __atomic_load_n(&hak_os_map.top[t], __ATOMIC_RELAXED) +
+                  (unit & (HAK_OS_MAP_LEAF - 1)));
+  __atomic_store_n(byte, (uint8_t)kind, __ATOMIC_RELEASE);
 }
 
-void hak_os_set_kind(void *region, enum hak_region_kind kind) {
-  map_set(region, kind);
+void hak_os_set_kind(void *unit, enum hak_region_kind kind) {
+  map_set(unit, kind);
 }
 
 /* ---- aligned mappings ------------------------------------------------- */
@@ -314,6 +359,10 @@ static void *map_aligned(size_t size) {
   size_t head = a - (uintptr_t)p;
   sys_munmap(p, head);
   sys_munmap((char *)a + size, over - head - size);
+  if (!hak_os_map_reserve((void *)a, size)) {
+    sys_munmap((void *)a, size);
+    return NULL;
+  }
   if (config.transparent_huge_pages) {
     HAK_STAT_SYS(SYS_MADVISE, 1);
     madvise((void *)a, size, MADV_HUGEPAGE);
@@ -613,6 +662,11 @@ bool hak_os_huge_resize(void *base, size_t mapped, size_t new_size,
   int saved = errno;
   void *p = mremap(base, mapped, new_size, 0);
   if (p == MAP_FAILED) {
+    errno = saved;
+    return false;
+  }
+  if (!hak_os_map_reserve(base, new_size)) { /* into a leaf not mapped */
+    sys_munmap((char *)base + mapped, new_size - mapped);
     errno = saved;
     return false;
   }

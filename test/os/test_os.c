@@ -268,6 +268,55 @@ static void test_registry(void **state) {
   assert_false(is_mapped(h, mapped));
 }
 
+/* The region map's two levels: a range's leaf exists once a region there
+ * needs it, and a pointer anywhere else reads HAK_REGION_NONE.  Units far
+ * from any mapping stand in for regions (the map only records kinds). */
+static void test_region_map_levels(void **state) {
+  (void)state;
+  const uintptr_t range = (uintptr_t)SS << HAK_OS_MAP_LEAF_SHIFT; /* 16 GiB */
+  char *far = (char *)(range * 3);        /* a range nothing maps */
+  char *last = (char *)(range * 8191);    /* the top entry's last range */
+  char *edge = (char *)(range * 200) - SS; /* the last unit of a range */
+  assert_int_equal(hak_os_kind_checked(far), HAK_REGION_NONE);
+  hak_os_set_kind(far, HAK_REGION_NONE); /* no leaf: nothing to clear */
+
+  assert_true(hak_os_map_reserve(far, SS));
+  hak_os_set_kind(far, HAK_REGION_TINY);
+  assert_int_equal(hak_os_kind_checked(far), HAK_REGION_TINY);
+  assert_int_equal(hak_os_kind_of(far), HAK_REGION_TINY);
+  assert_int_equal(hak_os_kind_checked(far + SS), HAK_REGION_NONE);
+  assert_int_equal(hak_os_kind_checked(far - SS), HAK_REGION_NONE);
+  assert_int_equal(hak_os_kind_checked(far + range), HAK_REGION_NONE);
+  assert_true(hak_os_is_region(far));
+  assert_false(hak_os_is_region(far + SS / 2));
+
+  /* A region across two ranges: both leaves. */
+  assert_true(hak_os_map_reserve(edge, 2 * SS));
+  hak_os_set_kind(edge, HAK_REGION_LARGE);
+  hak_os_set_kind(edge + SS, HAK_REGION_LARGE_TAIL);
+  assert_int_equal(hak_os_kind_of(edge), HAK_REGION_LARGE);
+  assert_int_equal(hak_os_kind_of(edge + SS), HAK_REGION_LARGE_TAIL);
+  assert_int_equal(hak_os_kind_checked(edge + 2 * SS), HAK_REGION_NONE);
+
+  /* The map's last unit, and one past it (beyond 2^47). */
+  assert_true(hak_os_map_reserve(last + range - SS, SS));
+  hak_os_set_kind(last + range - SS, HAK_REGION_MID);
+  assert_int_equal(hak_os_kind_checked(last + range - SS), HAK_REGION_MID);
+  assert_int_equal(hak_os_kind_checked(last + range), HAK_REGION_NONE);
+  assert_true(hak_os_map_reserve(last + range, SS)); /* nothing to map */
+
+  /* Reserving again maps nothing and keeps what the leaf holds. */
+  assert_true(hak_os_map_reserve(far, 3 * SS));
+  assert_int_equal(hak_os_kind_checked(far), HAK_REGION_TINY);
+
+  hak_os_set_kind(far, HAK_REGION_NONE);
+  hak_os_set_kind(edge, HAK_REGION_NONE);
+  hak_os_set_kind(edge + SS, HAK_REGION_NONE);
+  hak_os_set_kind(last + range - SS, HAK_REGION_NONE);
+  assert_false(hak_os_is_region(far));
+  assert_int_equal(hak_os_kind_checked(edge), HAK_REGION_NONE);
+}
+
 static void test_superslab_warm_reuse(void **state) {
   (void)state;
   configure(2, 0, 0);
@@ -1478,6 +1527,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_superslab_aligned_writable_zeroed),
       T(test_registry),
+      T(test_region_map_levels),
       T(test_superslab_warm_reuse),
       T(test_superslab_cold_reuse),
       T(test_superslab_cache_bounds),
