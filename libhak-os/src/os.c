@@ -266,6 +266,7 @@ bool hak_os_map_reserve(const void *base, size_t size) {
       continue;
     /* Not counted as mapped bytes: no block lives there. */
     HAK_STAT_SYS(SYS_MMAP, 1);
+    HAK_STAT_SYS(OS_MAP_LEAVES, 1);
     void *p = mmap(NULL, HAK_OS_MAP_LEAF, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {

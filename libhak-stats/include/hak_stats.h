@@ -109,6 +109,7 @@
   X(OS_SUPERSLAB_RELEASED, "os.superslab_released")                           \
   X(OS_HUGE_NEW, "os.huge_new")                                               \
   X(OS_HUGE_REUSED, "os.huge_reused")                                         \
+  X(OS_MAP_LEAVES, "os.map_leaves")                                           \
   X(TINY_MALLOC, "tiny.malloc")                                               \
   X(TINY_FREE_LOCAL, "tiny.free_local")                                       \
   X(TINY_FREE_REMOTE, "tiny.free_remote")                                     \
