@@ -56,29 +56,32 @@ static HAK_COLD void heap_init(struct hak_tiny_heap *h) {
   pthread_setspecific(exit_key, h);
 }
 
-unsigned hak_tiny_collect_remote(struct hak_tiny_slab *s, void **list_out) {
-  void *list = NULL;
-  if (__atomic_load_n(&s->remote, __ATOMIC_RELAXED))
-    list = __atomic_exchange_n(&s->remote, NULL, __ATOMIC_ACQUIRE);
-  *list_out = list;
+/* Takes the slab's remote list whole (NULL: none). */
+static void *take_remote(struct hak_tiny_slab *s) {
+  if (!__atomic_load_n(&s->remote, __ATOMIC_RELAXED))
+    return NULL;
+  return __atomic_exchange_n(&s->remote, NULL, __ATOMIC_ACQUIRE);
+}
+
+static __attribute__((unused)) unsigned list_length(void *list) {
   unsigned n = 0;
   for (void *p = list; p; p = hak_tiny_next(p))
     n++;
-  HAK_STAT_PATH(TINY_REMOTE_COLLECTED, n);
   return n;
 }
 
 unsigned hak_tiny_slab_collect(struct hak_tiny_slab *s) {
-  void *list;
-  unsigned n = hak_tiny_collect_remote(s, &list);
-  if (!n)
+  void *list = take_remote(s);
+  if (!list)
     return 0;
+  unsigned n = 1;
   void *last = list;
-  for (void *q; (q = hak_tiny_next(last));)
+  for (void *q; (q = hak_tiny_next(last)); n++)
     last = q;
   hak_tiny_set_next(last, s->free);
   s->free = list;
   s->used -= n;
+  HAK_STAT_PATH(TINY_REMOTE_COLLECTED, n);
   return n;
 }
 
@@ -189,9 +192,12 @@ HAK_COLD void *hak_tiny_refill(size_t n) {
 
   struct hak_tiny_slab *s = h->cur[cls];
   if (s) {
-    /* 1. Blocks other threads gave back to the current slab. */
-    void *list;
-    if (hak_tiny_collect_remote(s, &list)) {
+    /* 1. Blocks other threads gave back to the current slab: the list is
+     *    not walked (a current slab keeps no count), so each block's line
+     *    comes over when malloc hands it out, not all at once here. */
+    void *list = take_remote(s);
+    if (list) {
+      HAK_STAT_PATH(TINY_REMOTE_COLLECTED, list_length(list));
       h->free[cls] = list;
       return pop(h, cls);
     }

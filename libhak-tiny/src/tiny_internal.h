@@ -25,8 +25,6 @@ static inline bool tiny_slab_can_carve(const struct hak_tiny_slab *s) {
 }
 
 /* heap.c */
-/* Takes the slab's remote list whole; returns how many blocks it held. */
-unsigned hak_tiny_collect_remote(struct hak_tiny_slab *s, void **list_out);
 /* Moves the slab's remote frees onto its own free list (a slab that is not
  * current); returns how many. */
 unsigned hak_tiny_slab_collect(struct hak_tiny_slab *s);
