@@ -440,9 +440,18 @@ static void test_memory_returned(void **state) {
   /* Measured before anything reads the freed pages (a read would map the
    * zero page or fault): generous, the test process has other memory. */
   size_t after = hak_os_rss_current();
+#if defined(__SANITIZE_THREAD__)
+  /* ThreadSanitizer's shadow of the burst's pages stays resident after
+   * hakmem gives the pages back: MADV_DONTNEED leaves it (64 MiB written
+   * and given back by a plain program: 336 MB of RSS, 271 MB after), so
+   * RSS says nothing here; the tier's own figures above still hold. */
+  (void)after;
+  (void)before;
+#else
   if (after > before + before / 10 + 4 * MiB)
     fail_msg("RSS %zu KiB after the purge, %zu KiB before the burst",
              after >> 10, before >> 10);
+#endif
   set_delay(NEVER);
 }
 
