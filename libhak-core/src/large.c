@@ -18,8 +18,10 @@
  * each page may be non-zero (dirty), which calloc and the purge read.
  *
  * A request that no free span fits grows a wholly free arena (mremap) or
- * maps a new one, and fills what has no resident pages with resident free
- * pages of other arenas, moved by mremap (gather).
+ * maps a new one.  Resident free pages stay where they are: moving other
+ * arenas' free pages into the new span (mremap) was measured and dropped
+ * (docs/BENCHMARKS.md, "Big blocks: the sitting of 4 Dec 2026"): the holes
+ * it left faulted in again when later blocks landed there.
  *
  * Retention: free pages keep their contents for arena_delay() (100 purge
  * delays) after the last free into their arena, and the dirty free pages
@@ -568,7 +570,7 @@ static struct arena *arena_new(size_t n, size_t align) {
 /* A wholly free, dirty arena too small for n pages grows to fit them, its
  * resident pages moved with it (mremap): fewer pages to fault in than in
  * a new arena.  NULL when there is none. */
-static struct arena *arena_grow_free(size_t n, size_t *fresh) {
+static struct arena *arena_grow_free(size_t n) {
   struct arena *best = NULL;
   for (struct arena *a = dirty_head; a; a = a->dnext)
     if (a->blocks == 0 && (!best || a->dirty_pages > best->dirty_pages))
@@ -620,60 +622,7 @@ static struct arena *arena_grow_free(size_t n, size_t *fresh) {
   dirty_unlink(a);
   a->free_pages = 0;
   free_list_update(a);
-  *fresh = old_pages;
   return arena_init(a, mapped / PAGE, old_pages * PAGE, false);
-}
-
-/* Dirty runs shorter than this are not worth a move (a system call costs
- * about what faulting in a few pages does). */
-#define GATHER_MIN_PAGES 16
-#define GATHER_MOVES 8 /* at most per allocation */
-
-/* A new block of n pages fits no free span whole: the free span [at, e) of
- * a (fresh pages) is filled from the front with resident free pages of
- * other arenas, moved by mremap, oldest first; a source arena left wholly
- * free and without resident pages goes back.  So freed memory serves a
- * bigger block with the pages it has, and only the rest faults. */
-static void gather(struct arena *a, size_t at, size_t e) {
-  unsigned moves = 0;
-  for (struct arena *src = dirty_head, *next;
-       src && at + GATHER_MIN_PAGES <= e && moves < GATHER_MOVES; src = next) {
-    next = src->dnext;
-    if (src == a)
-      continue;
-    uint64_t *used = map_of(src, USED), *dirty = map_of(src, DIRTY);
-    for (size_t i = src->first; i < src->pages && at + GATHER_MIN_PAGES <= e &&
-                                moves < GATHER_MOVES;) {
-      size_t se = span_end(src, i);
-      if (!bit(used, i)) {
-        for (size_t j = next_set(dirty, i, se); j < se;) {
-          size_t k = j;
-          while (k < se && bit(dirty, k))
-            k++;
-          size_t len = k - j < e - at ? k - j : e - at;
-          if (len >= GATHER_MIN_PAGES && moves < GATHER_MOVES &&
-              hak_os_move_pages(page_addr(src, j), len * PAGE,
-                                page_addr(a, at))) {
-            moves++;
-            range_set(dirty, j, len, false);
-            src->dirty_pages -= len;
-            range_set(map_of(a, DIRTY), at, len, true);
-            a->dirty_pages += len;
-            at += len;
-            j += len;
-            if (at + GATHER_MIN_PAGES > e)
-              break;
-          } else {
-            j = k;
-          }
-          j = next_set(dirty, j, se);
-        }
-      }
-      i = se;
-    }
-    if (src->blocks == 0 && src->dirty_pages == 0)
-      arena_release(src); /* nothing resident left to keep it for */
-  }
 }
 
 /* ---- large and huge blocks --------------------------------------------- */
@@ -697,21 +646,14 @@ static void *big_malloc(size_t size, size_t align, struct zero_runs *z) {
   size_t i, e, s;
   struct arena *a = find_span(n + guard, align, &i, &e, &s);
   if (!a) {
-    size_t fresh = 0; /* first page of the part that has no resident pages */
-    a = align <= PAGE ? arena_grow_free(n + guard, &fresh) : NULL;
-    if (!a) {
+    a = align <= PAGE ? arena_grow_free(n + guard) : NULL;
+    if (!a)
       a = arena_new(n + guard, align);
-      if (a && !a->standard && !a->dirty_pages)
-        fresh = a->first;
-    }
     if (!a) {
       pthread_mutex_unlock(&lock);
       errno = ENOMEM;
       return NULL;
     }
-    if (fresh && align <= PAGE)
-      gather(a, fresh,
-             a->first + n + guard < a->pages ? a->first + n + guard : a->pages);
     i = a->first;
     e = a->pages;
     s = fit(a, i, e, n + guard, align);
