@@ -6,6 +6,7 @@
  *   bench_big_<alloc> mt [THREADS [OPS [WS [ROUNDS [SEED]]]]]
  *                                              (4 200000 500 4)
  *   bench_big_<alloc> aspace [LIMIT]           (256M)
+ *   bench_big_<alloc> rewrite MIN MAX LIVE ITERS [SEED]
  *
  * blocks: LIVE blocks of sizes drawn uniformly from [MIN, MAX] (bytes; a K,
  * M or G suffix multiplies by 2^10, 2^20, 2^30), each written whole with
@@ -14,6 +15,13 @@
  * an image, audio or decompression buffer used and dropped.  One op is one
  * iteration (a free and a malloc).  Only the iterations are timed, and
  * minflt= counts their minor page faults alone.
+ *
+ * rewrite: blocks, with every new block written a second time, and the
+ * two writes timed apart: first_write_s (page faults and whatever the
+ * machine does on a first touch) against rewrite_s (the same bytes,
+ * resident), so that what a fault costs on this machine, for this
+ * allocator's memory, is (first_write_s - rewrite_s) / minflt.  Not a
+ * workload of run_compare: the second write is not the program's.
  *
  * mt: THREADS threads, each ROUNDS times in a row: a thread adopts up to WS
  * live blocks that earlier threads left, runs OPS / ROUNDS ops on its WS
@@ -114,7 +122,7 @@ static void *xmalloc(size_t n) {
 /* ---- blocks ---------------------------------------------------------- */
 
 static void blocks_mode(uint64_t min, uint64_t max, uint64_t live,
-                        uint64_t iters, uint64_t seed) {
+                        uint64_t iters, uint64_t seed, bool rewrite) {
   if (live == 0 || min == 0 || max < min || max - min >= UINT32_MAX)
     bench_die("need LIVE >= 1 and 1 <= MIN <= MAX < MIN + 2^32");
   struct slot {
@@ -124,6 +132,7 @@ static void blocks_mode(uint64_t min, uint64_t max, uint64_t live,
   if (!slot)
     bench_die("cannot allocate the slots");
   uint64_t x = bench_seed(seed), bytes = 0, span = max - min + 1;
+  double first_s = 0, again_s = 0; /* rewrite's */
   for (uint64_t k = 0; k < live; k++) {
     size_t size = min + bench_below((uint32_t)bench_next(&x), span);
     slot[k].p = xmalloc(size);
@@ -143,16 +152,30 @@ static void blocks_mode(uint64_t min, uint64_t max, uint64_t live,
     size_t size = min + bench_below((uint32_t)r, span);
     s->p = xmalloc(size);
     s->size = size;
+    double w0 = rewrite ? bench_now() : 0;
     memset(s->p, (unsigned char)(tag + 1), size);
+    if (rewrite) {
+      double w1 = bench_now();
+      memset(s->p, (unsigned char)(tag + 2), size);
+      memset(s->p, (unsigned char)(tag + 1), size);
+      first_s += w1 - w0;
+      again_s += (bench_now() - w1) / 2;
+    }
     bytes += size;
   }
   double t1 = bench_now();
-  char head[192], tail[96];
+  char head[192], tail[160];
   snprintf(head, sizeof head,
-           "workload=big min=%" PRIu64 " max=%" PRIu64 " live=%" PRIu64
+           "workload=%s min=%" PRIu64 " max=%" PRIu64 " live=%" PRIu64
            " iters=%" PRIu64 " ops=%" PRIu64 " bytes=%" PRIu64,
-           min, max, live, iters, iters, bytes);
-  snprintf(tail, sizeof tail, "thp=%s seconds=%.6f", thp_mode, t1 - t0);
+           rewrite ? "big-rewrite" : "big", min, max, live, iters, iters,
+           bytes);
+  if (rewrite)
+    snprintf(tail, sizeof tail,
+             "thp=%s seconds=%.6f first_write_s=%.6f rewrite_s=%.6f", thp_mode,
+             t1 - t0, first_s, again_s);
+  else
+    snprintf(tail, sizeof tail, "thp=%s seconds=%.6f", thp_mode, t1 - t0);
   bench_report(t1 > t0 ? (double)iters / (t1 - t0) : 0, BENCH_ALLOC_NAME, head,
                tail);
   for (uint64_t k = 0; k < live; k++)
@@ -386,8 +409,8 @@ static void aspace_mode(uint64_t limit) {
 }
 
 static _Noreturn void usage(const char *prog) {
-  bench_die("usage: %s blocks MIN MAX LIVE ITERS [SEED] | mt [THREADS [OPS "
-            "[WS [ROUNDS [SEED]]]]] | aspace [LIMIT]",
+  bench_die("usage: %s blocks|rewrite MIN MAX LIVE ITERS [SEED] | mt "
+            "[THREADS [OPS [WS [ROUNDS [SEED]]]]] | aspace [LIMIT]",
             prog);
 }
 
@@ -397,11 +420,12 @@ int main(int argc, char **argv) {
   int n = argc - 2;
   char **a = argv + 2;
   thp_setup();
-  if (!strcmp(argv[1], "blocks") && (n == 4 || n == 5)) {
-    blocks_mode(parse_size(a[0], "MIN"), parse_size(a[1], "MAX"),
-                bench_parse_count(a[2], "LIVE"),
-                bench_parse_count(a[3], "ITERS"),
-                n > 4 ? bench_parse_count(a[4], "SEED") : BENCH_DEFAULT_SEED);
+  bool rewrite = !strcmp(argv[1], "rewrite");
+  if ((rewrite || !strcmp(argv[1], "blocks")) && (n == 4 || n == 5)) {
+    blocks_mode(
+        parse_size(a[0], "MIN"), parse_size(a[1], "MAX"),
+        bench_parse_count(a[2], "LIVE"), bench_parse_count(a[3], "ITERS"),
+        n > 4 ? bench_parse_count(a[4], "SEED") : BENCH_DEFAULT_SEED, rewrite);
   } else if (!strcmp(argv[1], "mt") && n <= 5) {
     mt_mode(n > 0 ? bench_parse_count(a[0], "THREADS") : 4,
             n > 1 ? bench_parse_count(a[1], "OPS") : 200000,

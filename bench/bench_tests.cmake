@@ -174,6 +174,10 @@ foreach(alloc IN LISTS BENCH_ALLOCATORS)
   bench_smoke(big_blocks_${alloc} CHECK --require allocator=${name} --require live=4
               --expect "minflt=[0-9]+"
               COMMAND $<TARGET_FILE:bench_big_${alloc}> blocks 256K 5M 4 50)
+  bench_smoke(big_rewrite_${alloc} CHECK --require allocator=${name}
+              --require workload=big-rewrite
+              --expect "first_write_s=[0-9.]+ rewrite_s=[0-9.]+"
+              COMMAND $<TARGET_FILE:bench_big_${alloc}> rewrite 256K 5M 4 50)
   # Not under a sanitizer: its runtime maps its own memory, which a lowered
   # RLIMIT_AS refuses ("Failed to mmap").
   if(NOT HAKMEM_SANITIZE)
