@@ -10,8 +10,8 @@
  * prodcons-shared   producers + consumers   blocks per producer (1000000)
  * server            workers (lanes)         slot replacements per lane
  * (1000000) xthread           threads                 ops per thread (2000000)
- * fs-active         threads                 objects per thread (100000)
- * fs-passive        threads                 objects per thread (100000)
+ * fs-active         threads                 objects per thread (1000000)
+ * fs-passive        threads                 objects per thread (1000000)
  * churn             threads alive at once   threads started in all (4000)
  *
  * Options: --min=N and --max=N (block sizes of prodcons, server and
@@ -728,8 +728,8 @@ static const struct shape shapes[] = {
     {"prodcons-shared", 1000000, 64, 64, 0, prodcons, prodcons_run, ""},
     {"server", 1000000, 8, 1024, 1000, server, server_run, server_fields},
     {"xthread", 2000000, 16, 16384, 400, xthread, xthread_run, xthread_fields},
-    {"fs-active", 100000, 0, 0, 0, false_sharing, false_sharing_run, fs_fields},
-    {"fs-passive", 100000, 0, 0, 0, false_sharing, false_sharing_run,
+    {"fs-active", 1000000, 0, 0, 0, false_sharing, false_sharing_run, fs_fields},
+    {"fs-passive", 1000000, 0, 0, 0, false_sharing, false_sharing_run,
      fs_fields},
     {"churn", 4000, 0, 0, 0, churn, churn_run, ""},
 };
