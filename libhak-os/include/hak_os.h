@@ -111,9 +111,10 @@ HAK_INTERNAL bool hak_os_zero(void *p, size_t n);
 
 /* The region map: one byte per HAK_SUPERSLAB_SIZE unit of the 47-bit user
  * address space, the kind of the region that starts there (os.c).  Two
- * levels: a top table of pointers to leaves of HAK_OS_MAP_LEAF units (16
- * GiB of address space each), a leaf mapped when a region first lands in
- * its range, the others pointing at one leaf that reads HAK_REGION_NONE.
+ * levels: a top table whose entries lead to leaves of HAK_OS_MAP_LEAF
+ * units (16 GiB of address space each), a leaf mapped when a region first
+ * lands in its range, the other entries leading to one leaf that reads
+ * HAK_REGION_NONE.
  * Flat, the map was 32 MiB of .bss, which RLIMIT_AS counts in full. */
 #define HAK_OS_MAP_UNITS ((size_t)1 << (47 - HAK_SUPERSLAB_SHIFT))
 #define HAK_OS_MAP_LEAF_SHIFT 12

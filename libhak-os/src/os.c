@@ -250,19 +250,22 @@ void hak_os_protect(void *p, size_t n, bool access) {
  * eighth of a 256 MiB limit. */
 struct hak_os_map hak_os_map;
 
-static bool range_mapped(uintptr_t t) {
-  return __atomic_load_n(&hak_os_map.top[t], __ATOMIC_ACQUIRE) != 0;
+/* Top entry t: its leaf's offset from `none`, 0 while the range has none. */
+static uintptr_t top_entry(uintptr_t t) {
+  return __atomic_load_n(&hak_os_map.top[t], __ATOMIC_ACQUIRE);
 }
 
 bool hak_os_map_reserve(const void *base, size_t size) {
   uintptr_t first = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
   uintptr_t last =
       ((uintptr_t)base + (size ? size : 1) - 1) >> HAK_SUPERSLAB_SHIFT;
-  if (last >= HAK_OS_MAP_UNITS) /* never, for a user-space mapping */
+  if (first >= HAK_OS_MAP_UNITS) /* never, for a user-space mapping */
+    return true;
+  if (last >= HAK_OS_MAP_UNITS)
     last = HAK_OS_MAP_UNITS - 1;
   for (uintptr_t t = first >> HAK_OS_MAP_LEAF_SHIFT;
-       first < HAK_OS_MAP_UNITS && t <= last >> HAK_OS_MAP_LEAF_SHIFT; t++) {
-    if (range_mapped(t))
+       t <= last >> HAK_OS_MAP_LEAF_SHIFT; t++) {
+    if (top_entry(t))
       continue;
     /* Not counted as mapped bytes: no block lives there. */
     HAK_STAT_SYS(SYS_MMAP, 1);
@@ -289,16 +292,14 @@ static void map_set(const void *base, enum hak_region_kind kind) {
   size_t unit = (uintptr_t)base >> HAK_SUPERSLAB_SHIFT;
   if (unit >= HAK_OS_MAP_UNITS)
     return;
-  size_t t = unit >> HAK_OS_MAP_LEAF_SHIFT;
-  if (HAK_UNLIKELY(!range_mapped(t))) {
+  uintptr_t entry = top_entry(unit >> HAK_OS_MAP_LEAF_SHIFT);
+  if (HAK_UNLIKELY(!entry)) {
     if (kind != HAK_REGION_NONE)
       hak_os_abort(); /* a region mapped without hak_os_map_reserve */
     return;
   }
-  uint8_t *byte =
-      (uint8_t *)((uintptr_t)hak_os_map.none +
-                  __atomic_load_n(&hak_os_map.top[t], __ATOMIC_RELAXED) +
-                  (unit & (HAK_OS_MAP_LEAF - 1)));
+  uint8_t *byte = (uint8_t *)((uintptr_t)hak_os_map.none + entry +
+                              (unit & (HAK_OS_MAP_LEAF - 1)));
   __atomic_store_n(byte, (uint8_t)kind, __ATOMIC_RELEASE);
 }
 
