@@ -32,8 +32,12 @@
  * time runs from the start of the first thread to the join of the last;
  * cpu_s is the process's CPU time over the same span (on a loaded machine
  * ops per CPU second moves less than ops per second).  start_rss_kb is read
- * before any thread starts (after the main thread made the same few calls
- * that it makes at the end), joined_rss_kb once all have been joined and
+ * before the measured threads start, after the main thread made the same few
+ * calls that it makes at the end and one thread made them and exited, and
+ * after the same wait as the end's: the C library's thread code is then
+ * resident at both ends.  The benchmark's own arrays and thread stacks are
+ * mapped by itself and unmapped before the end, so that the memory left
+ * behind is the allocator's alone.  joined_rss_kb once all have been joined and
  * every block freed, end_rss_kb after the main thread waited --wait-ms
  * (past every allocator's purge delay) and made a few allocator calls, as a
  * program that goes on would, twice: allocators that give memory back only
@@ -50,12 +54,14 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 
 #define CACHE_LINE 64
-#define RING_SIZE 1024 /* entries of a producer/consumer queue */
-#define DRAIN_EVERY 32 /* xthread: ops between two looks at the inbox */
+#define RING_SIZE 1024  /* entries of a producer/consumer queue */
+#define DRAIN_EVERY 32  /* xthread: ops between two looks at the inbox */
 #define INBOX_LIMIT 512 /* xthread: blocks an inbox may hold */
 #define STACK_SIZE (256 * 1024)
+#define GUARD_SIZE 4096
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -65,11 +71,73 @@ static struct {
   uint64_t min, max, ws, life, remote_pct, writes, blocks, wait_ms;
 } opt;
 
-static pthread_attr_t thread_attr;
+/* The benchmark's own memory (its arrays, queues and thread stacks) comes
+ * from mmap and goes back with munmap, so that no allocator, the measured
+ * one or glibc's, holds any of it: the figures of memory left behind are
+ * the allocator's alone.  A 64-byte header keeps the mapping's length. */
+static void *own_alloc(size_t size) {
+  size_t len = size + CACHE_LINE;
+  char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  if (p == MAP_FAILED)
+    bench_die("cannot map %zu bytes for the benchmark's own arrays", len);
+  *(size_t *)p = len;
+  return p + CACHE_LINE; /* zeroed, aligned to a line */
+}
 
-static void start_thread(pthread_t *t, void *(*fn)(void *), void *arg) {
-  if (pthread_create(t, &thread_attr, fn, arg) != 0)
+static void own_free(void *p) {
+  if (p) {
+    char *base = (char *)p - CACHE_LINE;
+    munmap(base, *(size_t *)base);
+  }
+}
+
+/* Threads run on stacks of their own, reused and unmapped after the run:
+ * glibc would keep the stacks of joined threads cached and resident. */
+struct thread {
+  pthread_t id;
+  void *stack;
+};
+static pthread_mutex_t stack_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *stack_free; /* a list through each free stack's lowest word */
+
+static void start_thread(struct thread *t, void *(*fn)(void *), void *arg) {
+  pthread_mutex_lock(&stack_lock);
+  char *s = stack_free;
+  if (s)
+    stack_free = *(void **)s;
+  pthread_mutex_unlock(&stack_lock);
+  if (!s) { /* a guard page below the stack, as glibc's have */
+    s = mmap(NULL, STACK_SIZE + GUARD_SIZE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (s == MAP_FAILED || mprotect(s, GUARD_SIZE, PROT_NONE) != 0)
+      bench_die("cannot map a thread stack");
+    s += GUARD_SIZE;
+  }
+  t->stack = s;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, s, STACK_SIZE);
+  if (pthread_create(&t->id, &attr, fn, arg) != 0)
     bench_die("pthread_create failed");
+  pthread_attr_destroy(&attr);
+}
+
+static void join_thread(struct thread *t) {
+  pthread_join(t->id, NULL);
+  pthread_mutex_lock(&stack_lock);
+  *(void **)t->stack = stack_free;
+  stack_free = t->stack;
+  pthread_mutex_unlock(&stack_lock);
+}
+
+/* Once every thread has been joined. */
+static void unmap_stacks(void) {
+  while (stack_free) {
+    char *s = stack_free;
+    stack_free = *(void **)s;
+    munmap(s - GUARD_SIZE, STACK_SIZE + GUARD_SIZE);
+  }
 }
 
 /* A distinct fixed stream per thread (or lane, or generation). */
@@ -94,10 +162,9 @@ static inline char *xmalloc(uint64_t size) {
 }
 
 static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (!p)
-    bench_die("cannot allocate the benchmark's own arrays");
-  return p;
+  if (size && n > SIZE_MAX / size)
+    bench_die("the benchmark's own arrays are too large");
+  return own_alloc(n * size);
 }
 
 static uint64_t ops_total; /* every shape adds its ops here */
@@ -175,7 +242,7 @@ static void *shared_pop(void) {
 struct pc {
   alignas(CACHE_LINE) struct ring ring; /* producer i's queue (pair) */
   uint64_t index, seed, sum;
-  pthread_t thread;
+  struct thread thread;
 };
 static struct pc *pcs;
 static uint64_t producers, consumers;
@@ -257,10 +324,7 @@ static const char *prodcons(void) {
   consumers = opt.threads / 2;
   for (uint64_t i = 0; i < RING_SIZE; i++)
     atomic_store(&shared_q.cell[i].seq, i);
-  pcs = aligned_alloc(CACHE_LINE, 2 * producers * sizeof *pcs);
-  if (!pcs)
-    bench_die("cannot allocate the queues");
-  memset(pcs, 0, 2 * producers * sizeof *pcs);
+  pcs = xcalloc(2 * producers, sizeof *pcs);
   struct pc *cons = pcs + producers;
   for (uint64_t i = 0; i < producers; i++) {
     pcs[i].index = i;
@@ -279,11 +343,11 @@ static void prodcons_run(void) {
     start_thread(&pcs[i].thread, producer, &pcs[i]);
   uint64_t made = 0, eaten = 0;
   for (uint64_t i = 0; i < producers; i++) {
-    pthread_join(pcs[i].thread, NULL);
+    join_thread(&pcs[i].thread);
     made += pcs[i].sum;
   }
   for (uint64_t c = 0; c < consumers; c++) {
-    pthread_join(cons[c].thread, NULL);
+    join_thread(&cons[c].thread);
     eaten += cons[c].sum;
   }
   /* Every block reached a consumer intact. */
@@ -291,7 +355,7 @@ static void prodcons_run(void) {
     bench_die("prodcons: blocks lost or corrupted (%" PRIu64 " vs %" PRIu64 ")",
               made, eaten);
   ops_total = 2 * producers * opt.iters;
-  free(pcs);
+  own_free(pcs);
 }
 
 /* ---- server ------------------------------------------------------------- */
@@ -304,17 +368,18 @@ static void prodcons_run(void) {
 struct lane {
   void **slot;
   uint64_t rng, left, generations, ops;
-  pthread_t prev; /* the predecessor, joined by its successor */
+  struct thread cur;  /* the running worker; its stack set before it starts */
+  struct thread prev; /* the predecessor, joined by its successor */
   bool has_prev;
   _Atomic bool done;
-  pthread_t last; /* the lane's final thread, joined by main */
+  struct thread last; /* the lane's final thread, joined by main */
 };
 static struct lane *lanes;
 
 static void *server_worker(void *arg) {
   struct lane *l = arg;
   if (l->has_prev)
-    pthread_join(l->prev, NULL); /* the predecessor is gone, all of it */
+    join_thread(&l->prev); /* the predecessor is gone, all of it */
   uint64_t n = l->left < opt.life ? l->left : opt.life;
   uint64_t x = l->rng, ws = opt.ws, max = opt.max;
   uint64_t min = opt.min, ops = n;
@@ -333,10 +398,9 @@ static void *server_worker(void *arg) {
   l->left -= n;
   l->generations++;
   if (l->left) {
-    l->prev = pthread_self();
+    l->prev = (struct thread){pthread_self(), l->cur.stack};
     l->has_prev = true;
-    pthread_t next;
-    start_thread(&next, server_worker, l); /* l is the successor's now */
+    start_thread(&l->cur, server_worker, l); /* l is the successor's now */
     return NULL;
   }
   for (uint64_t k = 0; k < ws; k++)
@@ -344,7 +408,7 @@ static void *server_worker(void *arg) {
       bench_free(slot[k]);
       l->ops++;
     }
-  l->last = pthread_self();
+  l->last = (struct thread){pthread_self(), l->cur.stack};
   atomic_store_explicit(&l->done, true, memory_order_release);
   return NULL;
 }
@@ -363,20 +427,19 @@ static char server_fields[64];
 
 static void server_run(void) {
   for (uint64_t t = 0; t < opt.threads; t++) {
-    pthread_t first;
-    start_thread(&first, server_worker, &lanes[t]);
+    start_thread(&lanes[t].cur, server_worker, &lanes[t]);
   }
   uint64_t generations = 0, ops = 0;
   for (uint64_t t = 0; t < opt.threads; t++) {
     /* The lane's last thread is known only once it has finished. */
     while (!atomic_load_explicit(&lanes[t].done, memory_order_acquire))
       usleep(1000);
-    pthread_join(lanes[t].last, NULL);
+    join_thread(&lanes[t].last);
     generations += lanes[t].generations;
     ops += lanes[t].ops;
-    free(lanes[t].slot);
+    own_free(lanes[t].slot);
   }
-  free(lanes);
+  own_free(lanes);
   ops_total = ops;
   snprintf(server_fields, sizeof server_fields,
            "workers=%" PRIu64 " life=%" PRIu64, generations, opt.life);
@@ -397,7 +460,7 @@ struct xt {
   alignas(CACHE_LINE) _Atomic(void *) inbox;
   _Atomic uint64_t queued; /* about how many blocks the inbox holds */
   alignas(CACHE_LINE) uint64_t seed, sent, ops;
-  pthread_t thread;
+  struct thread thread;
 };
 static struct xt *xts;
 static atomic_uint xt_finished;
@@ -467,17 +530,14 @@ static void *xthread_worker(void *arg) {
       bench_free(slot[k]);
       ops++;
     }
-  free(slot);
+  own_free(slot);
   w->sent = sent;
   w->ops = ops;
   return NULL;
 }
 
 static const char *xthread(void) {
-  xts = aligned_alloc(CACHE_LINE, opt.threads * sizeof *xts);
-  if (!xts)
-    bench_die("cannot allocate the inboxes");
-  memset(xts, 0, opt.threads * sizeof *xts);
+  xts = xcalloc(opt.threads, sizeof *xts);
   for (uint64_t t = 0; t < opt.threads; t++)
     xts[t].seed = stream_seed(t);
   return NULL;
@@ -490,11 +550,11 @@ static void xthread_run(void) {
     start_thread(&xts[t].thread, xthread_worker, &xts[t]);
   uint64_t ops = 0, sent = 0;
   for (uint64_t t = 0; t < opt.threads; t++) {
-    pthread_join(xts[t].thread, NULL);
+    join_thread(&xts[t].thread);
     ops += xts[t].ops;
     sent += xts[t].sent;
   }
-  free(xts);
+  own_free(xts);
   ops_total = ops;
   snprintf(xthread_fields, sizeof xthread_fields, "remote_frees=%" PRIu64,
            sent);
@@ -516,7 +576,7 @@ struct fs {
   alignas(CACHE_LINE) void *given; /* fs-passive: the object from main */
   uint64_t seed, lines, overflow;
   uint64_t *line; /* open addressing, 0 = empty */
-  pthread_t thread;
+  struct thread thread;
 };
 static struct fs *fss;
 /* All workers record their lines between the two barriers: none has exited
@@ -580,10 +640,7 @@ static void *fs_worker(void *arg) {
 }
 
 static const char *false_sharing(void) {
-  fss = aligned_alloc(CACHE_LINE, opt.threads * sizeof *fss);
-  if (!fss)
-    bench_die("cannot allocate the workers");
-  memset(fss, 0, opt.threads * sizeof *fss);
+  fss = xcalloc(opt.threads, sizeof *fss);
   for (uint64_t t = 0; t < opt.threads; t++)
     fss[t].line = xcalloc(LINE_SET, sizeof(uint64_t));
   pthread_barrier_init(&fs_start, NULL, (unsigned)opt.threads);
@@ -601,7 +658,7 @@ static void false_sharing_run(void) {
   for (uint64_t t = 0; t < opt.threads; t++)
     start_thread(&fss[t].thread, fs_worker, &fss[t]);
   for (uint64_t t = 0; t < opt.threads; t++)
-    pthread_join(fss[t].thread, NULL);
+    join_thread(&fss[t].thread);
   uint64_t shared = 0, overflow = 0;
   for (uint64_t t = 0; t < opt.threads; t++) {
     overflow += fss[t].overflow;
@@ -617,8 +674,8 @@ static void false_sharing_run(void) {
     }
   }
   for (uint64_t t = 0; t < opt.threads; t++)
-    free(fss[t].line);
-  free(fss);
+    own_free(fss[t].line);
+  own_free(fss);
   pthread_barrier_destroy(&fs_start);
   pthread_barrier_destroy(&fs_end);
   ops_total = opt.threads * opt.iters;
@@ -648,7 +705,7 @@ static void stash_free_all(uint64_t *ops) {
   pthread_mutex_unlock(&stash_lock);
   for (uint64_t i = 0; i < n; i++)
     bench_free(taken[i]);
-  free(taken);
+  own_free(taken);
   *ops += n;
 }
 
@@ -678,12 +735,11 @@ static void *churn_worker(void *arg) {
   ops += n + 2 + (n - kept) + 2; /* mallocs, then frees (keep's below) */
   pthread_mutex_lock(&stash_lock);
   if (stash_n + kept > stash_cap) {
-    /* The stash is the benchmark's own array: glibc's, not the measured
-     * allocator's, except under LD_PRELOAD. */
     stash_cap = 2 * (stash_n + kept);
-    void **grown = realloc(stash, stash_cap * sizeof *stash);
-    if (!grown)
-      bench_die("cannot grow the stash");
+    void **grown = xcalloc(stash_cap, sizeof *stash);
+    if (stash)
+      memcpy(grown, stash, stash_n * sizeof *stash);
+    own_free(stash);
     stash = grown;
   }
   memcpy(stash + stash_n, keep, kept * sizeof *keep);
@@ -698,16 +754,16 @@ static const char *churn(void) { return NULL; }
 
 static void churn_run(void) {
   uint64_t at_once = opt.threads;
-  pthread_t *t = xcalloc(at_once, sizeof *t);
+  struct thread *t = xcalloc(at_once, sizeof *t);
   for (uint64_t i = 0; i < opt.iters; i++) {
     uint64_t k = i % at_once;
     if (i >= at_once)
-      pthread_join(t[k], NULL);
+      join_thread(&t[k]);
     start_thread(&t[k], churn_worker, NULL);
   }
   for (uint64_t i = 0; i < at_once && i < opt.iters; i++)
-    pthread_join(t[i], NULL);
-  free(t);
+    join_thread(&t[i]);
+  own_free(t);
   uint64_t ops = atomic_load(&churn_ops);
   stash_free_all(&ops); /* the last threads' blocks, freed by main */
   ops_total = ops;
@@ -728,7 +784,8 @@ static const struct shape shapes[] = {
     {"prodcons-shared", 1000000, 64, 64, 0, prodcons, prodcons_run, ""},
     {"server", 1000000, 8, 1024, 1000, server, server_run, server_fields},
     {"xthread", 2000000, 16, 16384, 400, xthread, xthread_run, xthread_fields},
-    {"fs-active", 1000000, 0, 0, 0, false_sharing, false_sharing_run, fs_fields},
+    {"fs-active", 1000000, 0, 0, 0, false_sharing, false_sharing_run,
+     fs_fields},
     {"fs-passive", 1000000, 0, 0, 0, false_sharing, false_sharing_run,
      fs_fields},
     {"churn", 4000, 0, 0, 0, churn, churn_run, ""},
@@ -743,6 +800,22 @@ static void main_thread_calls(void) {
     p[i] = xmalloc(draw_size((uint32_t)bench_next(&x), 8, 16384));
   for (int i = 0; i < N; i++)
     bench_free(p[i]);
+}
+
+/* Waits past the purge delay and makes the main thread's calls, twice: an
+ * allocator that gives memory back only from its own calls gets the chance
+ * to. */
+static void settle(void) {
+  for (int round = 0; round < 2; round++) {
+    usleep((useconds_t)(opt.wait_ms * 1000));
+    main_thread_calls();
+  }
+}
+
+static void *warm_up(void *arg) {
+  (void)arg;
+  main_thread_calls();
+  return NULL;
 }
 
 /* The kernel's transparent huge page mode: with "always", the first touch
@@ -839,26 +912,29 @@ int main(int argc, char **argv) {
       (sh->max && (opt.min < 8 || opt.max < opt.min || opt.max > 1 << 26)))
     bench_die("need 1 <= THREADS <= 1024, ITERS >= 1, 8 <= MIN <= MAX, "
               "WS >= 1, LIFE >= 1, BLOCKS >= 1, REMOTE_PCT <= 100");
-  pthread_attr_init(&thread_attr);
-  pthread_attr_setstacksize(&thread_attr, STACK_SIZE);
 
   sh->setup();
   /* The main thread's own calls before the start, so that what they keep
-   * is in the baseline as well as in the end figure. */
+   * is in the baseline as well as in the end figure; then one thread that
+   * makes them and exits, so that the C library's code for starting and
+   * ending threads is resident before the start as after the end. */
   main_thread_calls();
+  struct thread warm;
+  start_thread(&warm, warm_up, NULL);
+  join_thread(&warm);
+  unmap_stacks();
+  settle(); /* what that thread left is gone before the start, as at the end */
   long start_rss = bench_rss_kb();
   struct rusage ru0, ru1;
   double cpu0 = cpu_seconds(&ru0);
   double t0 = bench_now();
   sh->run();
   double secs = bench_now() - t0;
+  unmap_stacks();
   double cpu = cpu_seconds(&ru1) - cpu0;
   long faults = ru1.ru_minflt - ru0.ru_minflt;
   long joined_rss = bench_rss_kb();
-  for (int round = 0; round < 2; round++) {
-    usleep((useconds_t)(opt.wait_ms * 1000));
-    main_thread_calls();
-  }
+  settle();
   long end_rss = bench_rss_kb();
 
   char workload[64], head[256], tail[512];
