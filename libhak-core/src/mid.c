@@ -40,6 +40,11 @@ struct mid_slab {
    * looks in a row found the slab less than half used. */
   uint32_t used_peak;
   uint32_t sparse_looks;
+  /* Takes and puts so far, and purge_holes's: the count it last saw, the
+   * looks in a row that found it unchanged. */
+  uint32_t changes;
+  uint32_t seen_changes;
+  uint32_t idle_looks;
   struct mid_slab *next, *prev; /* in the class's list */
   /* Bit i: block i, below `carved`, is back in the slab.  A map rather than
    * a list through the blocks, so that blocks are handed out lowest address
@@ -296,6 +301,7 @@ static void slab_put(struct mid_class *c, void *p) {
     hak_misuse("free", "double free", p);
   s->free_map[i / 64] |= bit;
   s->nfree++;
+  s->changes++;
   if (!had)
     list_push(c, s);
   if (--s->used == 0) {
@@ -367,6 +373,7 @@ static unsigned take_blocks(unsigned cls, unsigned n, void **list,
       head = p;
       got++;
     }
+    s->changes++;
     if (!slab_has_block(s))
       list_remove(c, s);
   }
@@ -453,9 +460,75 @@ static void trim_slab(struct mid_slab *s) {
                        __ATOMIC_RELAXED);
 }
 
-/* The slabs of a class looked at per delay: the head of its list, which
- * blocks are taken from, and so where a burst's slabs end up. */
+/* The resident hints of pages [first, end) of a slab are cleared. */
+static void forget_resident(struct mid_slab *s, size_t first, size_t end) {
+  for (size_t pg = first; pg < end; pg++)
+    if (__atomic_load_n(&s->resident[pg / 64], __ATOMIC_RELAXED) >> (pg % 64) &
+        1)
+      __atomic_fetch_and(&s->resident[pg / 64], ~((uint64_t)1 << (pg % 64)),
+                         __ATOMIC_RELAXED);
+}
+
+/* Gives back the pages that lie wholly inside runs of blocks back in the
+ * slab, and returns their bytes.  trim_slab gives back only what lies above
+ * the last block in use; this gives back the holes below it too, where
+ * blocks that a thread left behind sit between blocks still in use (a
+ * server's connections that outlive their thread, the last blocks of a
+ * pool's exited threads).  The blocks stay in the free map: one taken from
+ * a page given back faults it in again, zeroed, as a block carved afresh
+ * would.  The class lock held. */
+static size_t give_back_holes(struct mid_slab *s) {
+  char *base = slab_base(s);
+  size_t begin = (size_t)(s->start - base), bs = s->block_size, bytes = 0;
+  uint32_t carved = s->carved;
+  for (uint32_t i = 0; i < carved;) {
+    if (!(s->free_map[i / 64] >> (i % 64) & 1)) {
+      i++;
+      continue;
+    }
+    uint32_t j = i + 1;
+    while (j < carved && (s->free_map[j / 64] >> (j % 64) & 1))
+      j++;
+    size_t lo =
+        (begin + i * bs + HAK_PAGE_SIZE - 1) & ~(size_t)(HAK_PAGE_SIZE - 1);
+    size_t hi = (begin + j * bs) & ~(size_t)(HAK_PAGE_SIZE - 1);
+    if (j == carved) { /* the last run: up to what may have been written */
+      size_t reach = s->touched > begin + j * bs ? s->touched : begin + j * bs;
+      hi = (reach + HAK_PAGE_SIZE - 1) & ~(size_t)(HAK_PAGE_SIZE - 1);
+    }
+    if (hi > lo) {
+      hak_os_decommit(base + lo, hi - lo);
+      forget_resident(s, lo / HAK_PAGE_SIZE, hi / HAK_PAGE_SIZE);
+      bytes += hi - lo;
+      if (j == carved) /* all from lo on reads zero */
+        s->touched = (uint32_t)lo;
+    }
+    i = j;
+  }
+  return bytes;
+}
+
+/* The holes of a slab in use go back once nobody took or put a block of it
+ * for a purge delay (100 in the big classes, as their free slabs), once per
+ * quiet spell: the pages are gone after the first time.  An empty slab is
+ * release_kept's or the slab set's.  From purge_due, once per delay. */
+static void purge_holes(struct mid_slab *s) {
+  if (s->changes != s->seen_changes) {
+    s->seen_changes = s->changes;
+    s->idle_looks = 0;
+    return;
+  }
+  if (s->nfree && s->used &&
+      ++s->idle_looks == (s->block_size >= BIG_CLASS ? BIG_CLASS_DELAYS : 1))
+    give_back_holes(s);
+}
+
+/* The slabs of a class that trim_slab looks at per delay: the head of its
+ * list, which blocks are taken from, and so where a burst's slabs end up;
+ * and those that purge_holes looks at (a bound on the work done under the
+ * class lock). */
 #define TRIM_LOOKS 4
+#define PURGE_LOOKS 64
 
 static void purge_due(void) {
   uint64_t now = hak_os_clock_ms();
@@ -470,8 +543,11 @@ static void purge_due(void) {
       if (pthread_mutex_trylock(&c->lock) == 0) {
         release_kept(c, now - delay);
         struct mid_slab *s = c->slabs;
-        for (int i = 0; s && i < TRIM_LOOKS; i++, s = s->next)
-          trim_slab(s);
+        for (int i = 0; s && i < PURGE_LOOKS; i++, s = s->next) {
+          if (i < TRIM_LOOKS)
+            trim_slab(s);
+          purge_holes(s);
+        }
         pthread_mutex_unlock(&c->lock);
       }
     }
@@ -756,12 +832,17 @@ size_t hak_mid_trim(void) {
    * give back. */
   flush_thread_lists();
   pthread_once(&classes_once, classes_init);
+  size_t bytes = 0;
   for (unsigned cls = 0; cls < HAK_MID_CLASSES; cls++) {
-    pthread_mutex_lock(&classes[cls].lock);
-    release_kept(&classes[cls], UINT64_MAX);
-    pthread_mutex_unlock(&classes[cls].lock);
+    struct mid_class *c = &classes[cls];
+    pthread_mutex_lock(&c->lock);
+    release_kept(c, UINT64_MAX);
+    for (struct mid_slab *s = c->slabs; s; s = s->next)
+      if (s->used)
+        bytes += give_back_holes(s);
+    pthread_mutex_unlock(&c->lock);
   }
-  return hak_os_slabset_purge_all(&slabset);
+  return bytes + hak_os_slabset_purge_all(&slabset);
 }
 
 bool hak_mid_keeps_empty_slab(size_t size) {

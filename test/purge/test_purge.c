@@ -167,6 +167,76 @@ static void test_mid_big_classes(void **state) {
   set_delay(NEVER);
 }
 
+/* The pages of [p, p + n) that are resident. */
+static size_t resident_pages(const void *p, size_t n) {
+  uintptr_t first = (uintptr_t)p & ~(uintptr_t)4095;
+  size_t pages = ((uintptr_t)p + n - first + 4095) / 4096, in = 0;
+  unsigned char vec[64];
+  assert_true(pages <= sizeof vec);
+  assert_int_equal(mincore((void *)first, pages * 4096, vec), 0);
+  for (size_t i = 0; i < pages; i++)
+    in += vec[i] & 1;
+  return in;
+}
+
+/* Blocks freed between blocks still in use: their pages go back once the
+ * slab has been quiet for a purge delay, and by malloc_trim at once, while
+ * the blocks in use keep their contents. */
+enum { HOLE_BLOCKS = 64, HOLE_SIZE = 12 * KiB }; /* 3 pages a block */
+static char *hole[HOLE_BLOCKS];
+
+static size_t freed_resident(void) {
+  size_t n = 0;
+  for (int i = 0; i < HOLE_BLOCKS; i++)
+    if (i % 4)
+      n += resident_pages(hole[i], HOLE_SIZE);
+  return n;
+}
+
+static void make_holes(void) {
+  for (int i = 0; i < HOLE_BLOCKS; i++) {
+    hole[i] = hak_malloc(HOLE_SIZE);
+    assert_non_null(hole[i]);
+    memset(hole[i], 0x5C, HOLE_SIZE);
+  }
+  for (int i = 0; i < HOLE_BLOCKS; i++)
+    if (i % 4)
+      hak_free(hole[i]);
+}
+
+static void check_kept_blocks(void) {
+  for (int i = 0; i < HOLE_BLOCKS; i += 4) {
+    for (size_t k = 0; k < HOLE_SIZE; k++)
+      assert_int_equal((unsigned char)hole[i][k], 0x5C);
+    hak_free(hole[i]);
+  }
+}
+
+static void test_mid_holes(void **state) {
+  (void)state;
+  set_delay(SHORT);
+  make_holes();
+  size_t freed_pages = (size_t)HOLE_BLOCKS * 3 / 4 * 3;
+  /* The thread's list keeps the last few blocks it freed (up to 128 KiB of
+   * the class); the others are back in their slab. */
+  assert_true(freed_resident() > freed_pages / 2);
+  /* The first look sees the takes and puts, the next one a quiet slab. */
+  wait_past(SHORT);
+  hak_mid_purge();
+  wait_past(SHORT);
+  hak_mid_purge();
+  assert_true(freed_resident() <= 12 * 3); /* what the list holds */
+  check_kept_blocks();
+
+  set_delay(NEVER);
+  make_holes();
+  hak_mid_purge();
+  assert_true(freed_resident() > freed_pages / 2);
+  hak_mid_trim(); /* the list goes back first: every hole */
+  assert_int_equal(freed_resident(), 0);
+  check_kept_blocks();
+}
+
 /* Large blocks: the superslab comes back from the cache without a system
  * call, and calloc still returns zeros from a reused one. */
 static void test_large_reuse(void **state) {
@@ -326,6 +396,7 @@ int main(void) {
       cmocka_unit_test(test_tiny_slabs),
       cmocka_unit_test(test_mid_slabs),
       cmocka_unit_test(test_mid_big_classes),
+      cmocka_unit_test(test_mid_holes),
       cmocka_unit_test(test_large_reuse),
       cmocka_unit_test(test_calloc_reuse),
   };
