@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+// clang-format off
 /* bench_threads.c - the thread shapes of TARGETS.md: how servers and
  * pipelines use an allocator from many threads.  One program, built per
  * allocator like bench_random_mixed; the first argument picks the shape.
@@ -6,10 +7,10 @@
  *   bench_threads_<alloc> SHAPE [THREADS [ITERS [SEED]]] [--OPTION=N]...
  *
  * SHAPE         THREADS are             ITERS counts (default)
- * prodcons-pair     producers + consumers   blocks per producer (1000000)
- * prodcons-shared   producers + consumers   blocks per producer (1000000)
- * server            workers (lanes)         slot replacements per lane
- * (1000000) xthread           threads                 ops per thread (2000000)
+ * prodcons-pair     producers + consumers   blocks per producer (4000000)
+ * prodcons-shared   producers + consumers   blocks per producer (4000000)
+ * server            workers (lanes)         replacements per lane (1000000)
+ * xthread           threads                 ops per thread (2000000)
  * fs-active         threads                 objects per thread (1000000)
  * fs-passive        threads                 objects per thread (1000000)
  * churn             threads alive at once   threads started in all (4000)
@@ -45,16 +46,20 @@
  * shared_lines=<L>: the 64-byte lines that objects of two different threads
  * occupied while both threads were running (0: no false sharing).
  */
+// clang-format on
 #include "bench_alloc.h"
 #include "bench_harness.h"
 
 #include <inttypes.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 
 #define CACHE_LINE 64
 #define RING_SIZE 1024  /* entries of a producer/consumer queue */
@@ -176,9 +181,58 @@ static uint64_t ops_total; /* every shape adds its ops here */
  * one bounded multi-producer multi-consumer queue for all.  Blocks are of
  * sizes MIN..MAX (64 B by default; 8..512 for the mixed measurement). */
 
+/* Where a thread that cannot go on (a full queue, an empty one) sleeps
+ * until another rings, as a pipeline's threads block on a condition: on
+ * two cores, threads that spun with sched_yield made runs of one binary
+ * differ 3-8x by where the scheduler put them.  A waiter spins a little
+ * first; the ringer pays a fence and one load unless someone sleeps. */
+struct bell {
+  _Atomic uint32_t rings;
+  _Atomic uint32_t sleepers;
+};
+
+#define SPINS 256     /* polls before sleeping */
+#define RING_EVERY 32 /* entries between two rings of the other side */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+static void bell_ring(struct bell *b) {
+  /* Orders the caller's progress before the load of sleepers; the waiter
+   * orders its count before its check of that progress. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&b->sleepers, memory_order_relaxed)) {
+    atomic_fetch_add_explicit(&b->rings, 1, memory_order_relaxed);
+    syscall(SYS_futex, &b->rings, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+  }
+}
+
+/* Returns once ready(arg) holds. */
+static void bell_wait(struct bell *b, bool (*ready)(void *), void *arg) {
+  for (int i = 0; i < SPINS; i++) {
+    if (ready(arg))
+      return;
+    cpu_relax();
+  }
+  for (;;) {
+    uint32_t seen = atomic_load_explicit(&b->rings, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->sleepers, 1, memory_order_seq_cst);
+    bool go = ready(arg);
+    if (!go)
+      syscall(SYS_futex, &b->rings, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+    atomic_fetch_sub_explicit(&b->sleepers, 1, memory_order_relaxed);
+    if (go || ready(arg))
+      return;
+  }
+}
+
 struct ring {
   alignas(CACHE_LINE) _Atomic uint64_t tail; /* the producer's */
   alignas(CACHE_LINE) _Atomic uint64_t head; /* the consumer's */
+  struct bell space; /* rung by the consumer when it has taken entries */
   alignas(CACHE_LINE) void *entry[RING_SIZE];
 };
 
@@ -192,6 +246,8 @@ struct cell {
 static struct {
   alignas(CACHE_LINE) _Atomic uint64_t tail;
   alignas(CACHE_LINE) _Atomic uint64_t head;
+  alignas(CACHE_LINE) struct bell space; /* rung by consumers */
+  alignas(CACHE_LINE) struct bell items; /* rung by producers */
   alignas(CACHE_LINE) struct cell cell[RING_SIZE];
 } shared_q;
 
@@ -241,6 +297,7 @@ static void *shared_pop(void) {
 
 struct pc {
   alignas(CACHE_LINE) struct ring ring; /* producer i's queue (pair) */
+  struct bell work; /* consumer c's: rung by its producers (pair) */
   uint64_t index, seed, sum;
   struct thread thread;
 };
@@ -249,28 +306,85 @@ static uint64_t producers, consumers;
 static bool pc_shared;
 static atomic_uint_fast64_t producers_done;
 
+static bool ring_has_space(void *arg) {
+  struct ring *r = arg;
+  return atomic_load_explicit(&r->tail, memory_order_relaxed) -
+             atomic_load_explicit(&r->head, memory_order_acquire) <
+         RING_SIZE;
+}
+
+/* The shared queue's next cell to push to is free (or taken by another
+ * producer already: then there is a next one to try), or to pop from is
+ * filled.  A cell, not the indices: a thread preempted between claiming a
+ * cell and filling or emptying it leaves the indices moved and the cell
+ * not ready, and the others then sleep rather than spin while it waits for
+ * a core. */
+static bool shared_has_space(void *arg) {
+  (void)arg;
+  uint64_t pos = atomic_load_explicit(&shared_q.tail, memory_order_relaxed);
+  struct cell *c = &shared_q.cell[pos & (RING_SIZE - 1)];
+  return (int64_t)(atomic_load_explicit(&c->seq, memory_order_acquire) - pos) >=
+         0;
+}
+
+static bool shared_has_item(void) {
+  uint64_t pos = atomic_load_explicit(&shared_q.head, memory_order_relaxed);
+  struct cell *c = &shared_q.cell[pos & (RING_SIZE - 1)];
+  return (int64_t)(atomic_load_explicit(&c->seq, memory_order_acquire) -
+                   (pos + 1)) >= 0;
+}
+
+/* Consumer w has something to do: a block waiting, or nothing more to come. */
+static bool has_work(void *arg) {
+  const struct pc *w = arg;
+  if (atomic_load_explicit(&producers_done, memory_order_acquire) == producers)
+    return true;
+  if (pc_shared)
+    return shared_has_item();
+  for (uint64_t i = w->index; i < producers; i += consumers)
+    if (atomic_load_explicit(&pcs[i].ring.tail, memory_order_relaxed) !=
+        atomic_load_explicit(&pcs[i].ring.head, memory_order_relaxed))
+      return true;
+  return false;
+}
+
 static void *producer(void *arg) {
   struct pc *w = arg;
+  struct pc *cons = pcs + producers;
+  struct bell *work =
+      pc_shared ? &shared_q.items : &cons[w->index % consumers].work;
   uint64_t x = w->seed, sum = 0, tail = 0, head_seen = 0;
   for (uint64_t i = 0; i < opt.iters; i++) {
     uint64_t size = draw_size((uint32_t)bench_next(&x), opt.min, opt.max);
     char *p = xmalloc(size);
     sum += (unsigned char)p[0];
     if (pc_shared) {
-      while (!shared_push(p))
-        sched_yield();
-      continue;
+      while (!shared_push(p)) {
+        bell_ring(work); /* before sleeping: the consumers may be asleep */
+        bell_wait(&shared_q.space, shared_has_space, NULL);
+      }
+    } else {
+      while (tail - head_seen >= RING_SIZE) {
+        head_seen = atomic_load_explicit(&w->ring.head, memory_order_acquire);
+        if (tail - head_seen >= RING_SIZE) {
+          bell_ring(work);
+          bell_wait(&w->ring.space, ring_has_space, &w->ring);
+        }
+      }
+      w->ring.entry[tail & (RING_SIZE - 1)] = p;
+      atomic_store_explicit(&w->ring.tail, ++tail, memory_order_release);
     }
-    while (tail - head_seen >= RING_SIZE) {
-      head_seen = atomic_load_explicit(&w->ring.head, memory_order_acquire);
-      if (tail - head_seen >= RING_SIZE)
-        sched_yield();
-    }
-    w->ring.entry[tail & (RING_SIZE - 1)] = p;
-    atomic_store_explicit(&w->ring.tail, ++tail, memory_order_release);
+    if (i % RING_EVERY == 0)
+      bell_ring(work);
   }
   w->sum = sum;
   atomic_fetch_add_explicit(&producers_done, 1, memory_order_release);
+  /* Every consumer may be waiting for this. */
+  if (pc_shared)
+    bell_ring(&shared_q.items);
+  else
+    for (uint64_t c = 0; c < consumers; c++)
+      bell_ring(&cons[c].work);
   return NULL;
 }
 
@@ -284,6 +398,8 @@ static uint64_t consume_ring(struct ring *r, uint64_t *sum) {
     bench_free(p);
   }
   atomic_store_explicit(&r->head, tail, memory_order_release);
+  if (tail != head)
+    bell_ring(&r->space);
   return tail - head;
 }
 
@@ -301,8 +417,11 @@ static void *consumer(void *arg) {
       for (char *p; (p = shared_pop());) {
         sum += (unsigned char)p[0];
         bench_free(p);
-        got++;
+        if (++got % RING_EVERY == 0)
+          bell_ring(&shared_q.space);
       }
+      if (got)
+        bell_ring(&shared_q.space);
     } else {
       for (uint64_t i = w->index; i < producers; i += consumers)
         got += consume_ring(&pcs[i].ring, &sum);
@@ -310,7 +429,7 @@ static void *consumer(void *arg) {
     if (last)
       break;
     if (!got)
-      sched_yield();
+      bell_wait(pc_shared ? &shared_q.items : &w->work, has_work, w);
   }
   w->sum = sum; /* read by main after the join */
   return NULL;
@@ -780,8 +899,8 @@ struct shape {
 };
 
 static const struct shape shapes[] = {
-    {"prodcons-pair", 1000000, 64, 64, 0, prodcons, prodcons_run, ""},
-    {"prodcons-shared", 1000000, 64, 64, 0, prodcons, prodcons_run, ""},
+    {"prodcons-pair", 4000000, 64, 64, 0, prodcons, prodcons_run, ""},
+    {"prodcons-shared", 4000000, 64, 64, 0, prodcons, prodcons_run, ""},
     {"server", 1000000, 8, 1024, 1000, server, server_run, server_fields},
     {"xthread", 2000000, 16, 16384, 400, xthread, xthread_run, xthread_fields},
     {"fs-active", 1000000, 0, 0, 0, false_sharing, false_sharing_run,
