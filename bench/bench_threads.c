@@ -815,17 +815,28 @@ static void **stash;
 static uint64_t stash_n, stash_cap;
 static atomic_uint_fast64_t churn_ops, churn_seq;
 
+/* Frees the blocks in the stash when called, taken a chunk at a time so
+ * that no block is freed under the lock.  The stash's array stays: mapping
+ * and unmapping one per thread cost every thread a TLB shootdown. */
 static void stash_free_all(uint64_t *ops) {
+  enum { CHUNK = 256 };
+  void *chunk[CHUNK];
   pthread_mutex_lock(&stash_lock);
-  uint64_t n = stash_n;
-  void **taken = stash;
-  stash = NULL;
-  stash_n = stash_cap = 0;
+  uint64_t left = stash_n; /* later blocks are for later threads */
   pthread_mutex_unlock(&stash_lock);
-  for (uint64_t i = 0; i < n; i++)
-    bench_free(taken[i]);
-  own_free(taken);
-  *ops += n;
+  while (left) {
+    pthread_mutex_lock(&stash_lock);
+    uint64_t k = left < CHUNK ? left : CHUNK;
+    if (k > stash_n) /* another thread took some at the same time */
+      k = left = stash_n;
+    stash_n -= k;
+    memcpy(chunk, stash + stash_n, k * sizeof *chunk);
+    pthread_mutex_unlock(&stash_lock);
+    for (uint64_t i = 0; i < k; i++)
+      bench_free(chunk[i]);
+    left -= k;
+    *ops += k;
+  }
 }
 
 static void *churn_worker(void *arg) {
@@ -885,6 +896,9 @@ static void churn_run(void) {
   own_free(t);
   uint64_t ops = atomic_load(&churn_ops);
   stash_free_all(&ops); /* the last threads' blocks, freed by main */
+  own_free(stash);
+  stash = NULL;
+  stash_cap = 0;
   ops_total = ops;
 }
 
